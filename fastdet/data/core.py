@@ -25,8 +25,8 @@ from fastai.vision.augment import Resize, ResizeMethod
 from fastai.torch_core import TensorMultiCategory
 
 # %% auto #0
-__all__ = ['DetRecord', 'ImageError', 'open_image', 'image_hw', 'DetImage', 'CheckReport', 'check_records', 'det_pad',
-           'det_block', 'DetDataLoaders', 'valid_records']
+__all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'DetImage', 'CheckReport', 'check_records',
+           'det_pad', 'det_block', 'DetDataLoaders', 'valid_records']
 
 # %% ../../nbs/01_data.core.ipynb #c005
 @dataclass
@@ -53,6 +53,14 @@ class DetRecord:
     def is_negative(self)->bool: return len(self.labels) == 0
 
 # %% ../../nbs/01_data.core.ipynb #c007
+class DetRecords(list):
+    "A list of `DetRecord`s plus dataset-level facts from its reader: `categories` (id -> name), `valid_idx`, `source`."
+    def __init__(self, items=(), categories:dict=None, valid_idx:list=None, source=None):
+        super().__init__(items)
+        self.categories, self.valid_idx, self.source = categories, valid_idx, source
+    def __repr__(self): return f"DetRecords({len(self)} images from {self.source})"
+
+# %% ../../nbs/01_data.core.ipynb #c009
 class ImageError(OSError):
     "An image file that cannot be opened or decoded."
 
@@ -89,7 +97,7 @@ def image_hw(fn)->tuple:
     "`(height, width)` of image `fn` as displayed (EXIF orientation applied), reading only its header."
     return open_image(fn, check_only=True)
 
-# %% ../../nbs/01_data.core.ipynb #c008
+# %% ../../nbs/01_data.core.ipynb #c010
 class DetImage(PILImage):
     "A `PILImage` opened with `open_image`: RGB, EXIF orientation applied, clear errors."
     @classmethod
@@ -97,7 +105,7 @@ class DetImage(PILImage):
         if isinstance(fn, (str, Path)): return cls(open_image(fn))
         return super().create(fn, **kwargs)
 
-# %% ../../nbs/01_data.core.ipynb #c010
+# %% ../../nbs/01_data.core.ipynb #c012
 @dataclass
 class CheckReport:
     "What `check_records` changed: counts by reason, and example files."
@@ -119,7 +127,7 @@ class CheckReport:
         for r, n in self.dropped.items(): s += f"; dropped {n} boxes: {r} (e.g. {self.examples[r]})"
         return s
 
-# %% ../../nbs/01_data.core.ipynb #c011
+# %% ../../nbs/01_data.core.ipynb #c013
 def _check_one(r:DetRecord, vocab, report:CheckReport, check_images:bool):
     if check_images: open_image(r.file)  # decodes: a truncated file fails here, not in training
     hw = image_hw(r.file)
@@ -159,7 +167,7 @@ def check_records(
     if verbose and report.dropped: warnings.warn(f"fastdet: {report}")
     return records, report
 
-# %% ../../nbs/01_data.core.ipynb #c013
+# %% ../../nbs/01_data.core.ipynb #c015
 def det_pad(
     samples:list, # 3-tuples `(image, TensorBBox, TensorMultiCategory)`
     pad_idx:int=0, # Label given to padding
@@ -191,7 +199,7 @@ def det_block(
     db.dls_kwargs['before_batch'] = det_pad
     return db
 
-# %% ../../nbs/01_data.core.ipynb #c014
+# %% ../../nbs/01_data.core.ipynb #c016
 class DetDataLoaders(DataLoaders):
     "fastai `DataLoaders` for object detection, with factory methods for the formats people have."
     @classmethod
@@ -212,6 +220,7 @@ class DetDataLoaders(DataLoaders):
         **kwargs # Passed to `DataBlock.dataloaders` (e.g. `num_workers`, `device`)
     ):
         "Detection `DataLoaders` from `DetRecord`s."
+        categories = getattr(records, 'categories', None)
         records = list(records)
         if not records: raise ValueError("No images to build DataLoaders from")
         if check: records, report = check_records(records, vocab, check_images=check_images)
@@ -222,9 +231,10 @@ class DetDataLoaders(DataLoaders):
         db = det_block(vocab=list(vocab), size=size, item_tfms=item_tfms, batch_tfms=batch_tfms, splitter=splitter)
         dls = db.dataloaders(records, bs=bs, path=path, **kwargs)
         if check: dls.report = report
+        dls.categories = categories if categories is not None else {i + 1: c for i, c in enumerate(dls.vocab[1:])}
         return dls
 
-# %% ../../nbs/01_data.core.ipynb #c015
+# %% ../../nbs/01_data.core.ipynb #c017
 def valid_records(dls)->list:
     "The `DetRecord`s of the validation set, in the order predictions on `dls.valid` come out."
     return list(dls.valid.items)
