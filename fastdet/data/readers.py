@@ -192,7 +192,7 @@ def _yolo_label_file(img:Path)->Path:
     return Path(*parts).with_suffix('.txt')
 
 def _read_yolo_labels(lbl:Path, img:Path, names:dict, src)->DetRecord:
-    if not lbl.exists(): return DetRecord(img, torch.zeros(0, 4), [])
+    if not lbl.exists(): return DetRecord(img, torch.zeros(0, 4), [], hw=image_hw(img))
     rows, labels = [], []
     for ln, line in enumerate(lbl.read_text().splitlines(), 1):
         if not line.strip(): continue
@@ -207,7 +207,7 @@ def _read_yolo_labels(lbl:Path, img:Path, names:dict, src)->DetRecord:
             xs, ys = v[1::2], v[2::2]
             rows.append([(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)])
         labels.append(names[int(c)])
-    if not rows: return DetRecord(img, torch.zeros(0, 4), [])
+    if not rows: return DetRecord(img, torch.zeros(0, 4), [], hw=image_hw(img))
     h, w = image_hw(img)
     b = torch.tensor(rows, dtype=torch.float32) * torch.tensor([w, h, w, h], dtype=torch.float32)
     return DetRecord(img, convert_boxes(b, 'cxcywh', 'xyxy'), labels, hw=(h, w))
