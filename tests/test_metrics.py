@@ -307,9 +307,8 @@ def test_in_loop_equals_pycocotools():
     dls = DetDataLoaders.from_shapes(n=64, size=64, bs=8, num_workers=0)
     mets = [COCOMetric('AP'), COCOMetric('AP50'), COCOMetric('AR100')]
     learn = _learner(dls, mets)
-    with learn.no_bar():
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out): learn.fit(2, 1e-3)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out): learn.fit(2, 1e-3)
     names = list(learn.recorder.metric_names)
     for n in ('AP', 'AP50', 'AR100'): assert n in names
     assert len(learn.recorder.values) == 2
