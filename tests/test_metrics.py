@@ -331,3 +331,28 @@ def test_in_loop_equals_pycocotools():
     for n, k in (('AP', 'AP'), ('AP50', 'AP50'), ('AR100', 'AR100')):
         assert abs(logged[n] - max(ref[k], 0.)) <= 1e-6, (n, logged[n], ref[k])
     assert ref['AR100'] > 0
+
+
+def test_metric_edges():
+    "One-class vocab, fp16, an epoch of negatives without any detection: value 0 (not NaN or -1), nothing printed."
+    vocab = ['#na#', 'thing']
+    learn = SimpleNamespace(loss_func=SimpleNamespace(activation=lambda p: p), dl=SimpleNamespace(items=None), dls=SimpleNamespace(vocab=vocab))
+    mets = [COCOMetric('AP'), COCOMetric('ARl'), VOCMetric(eleven_point=True)]
+    learn.metrics = mets
+    for m in mets: m.reset()
+    learn.xb = (torch.zeros(2, 3, 64, 64),)
+    learn.yb = (torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long))
+    learn.pred = (torch.zeros(2, 100, 4).half(), torch.zeros(2, 100, dtype=torch.long), torch.zeros(2, 100).half())
+    for m in mets: m.accumulate(learn)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out): vals = [m.value for m in mets]
+    assert vals == [0., 0., 0.] and out.getvalue() == ''
+    # one class with one object found: AP 1, and the store does not leak into the next epoch
+    for m in mets: m.reset()
+    learn.yb = (torch.tensor([[[-.5, -.5, .5, .5]]]), torch.tensor([[1]]))
+    learn.pred = (torch.tensor([[[-.5, -.5, .5, .5], [0., 0., 0., 0.]]]).half(), torch.tensor([[1, 0]]), torch.tensor([[.7, 0.]]).half())
+    learn.xb = (torch.zeros(1, 3, 64, 64),)
+    for m in mets: m.accumulate(learn)
+    assert [m.value for m in mets] == pytest.approx([1., 0., 1.], abs=1e-12)  # no large object in a 64x64 input: ARl undefined -> 0
+    assert mets[0].stats['ARl'] == -1.
+    assert mets[0]._acc.n == 1
