@@ -19,14 +19,14 @@ from fastcore.meta import delegates
 from fastai.data.block import DataBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import RandomSplitter, IndexSplitter, Normalize
-from fastai.vision.core import PILImage, TensorBBox, imagenet_stats
+from fastai.vision.core import PILImage, PILMask, TensorBBox, imagenet_stats
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.torch_core import TensorMultiCategory
 
 # %% auto #0
 __all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'DetImage', 'CheckReport', 'check_records',
-           'det_pad', 'det_block', 'DetDataLoaders', 'valid_records']
+           'DetResize', 'det_pad', 'det_block', 'DetDataLoaders', 'valid_records']
 
 # %% ../../nbs/01_data.core.ipynb #c005
 @dataclass
@@ -73,7 +73,7 @@ def _to_rgb(im:Image.Image)->Image.Image:
         im = im.convert('RGBA')
         bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
-    return im.convert('RGB')
+    return im if im.mode == 'RGB' else im.convert('RGB')
 
 def open_image(
     fn, # Image file
@@ -89,7 +89,8 @@ def open_image(
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8): w, h = h, w
             return h, w
         im.load()
-        return _to_rgb(ImageOps.exif_transpose(im))
+        if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)  # else no copy: this runs per item
+        return _to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{fn}: cannot read image ({type(e).__name__}: {e})") from e
 
@@ -168,6 +169,14 @@ def check_records(
     return records, report
 
 # %% ../../nbs/01_data.core.ipynb #c015
+class DetResize(Resize):
+    "fastai's `Resize` (default `method='squish'`), squishing PIL images with one `resize` call instead of crop + pad + resize."
+    def __init__(self, size, method=ResizeMethod.Squish, **kwargs): super().__init__(size, method=method, **kwargs)
+    def encodes(self, x:Image.Image):
+        if self.method != ResizeMethod.Squish: return super().encodes(x)
+        return x.resize(self.size, self.mode_mask if isinstance(x, PILMask) else self.mode)
+
+# %% ../../nbs/01_data.core.ipynb #c018
 def det_pad(
     samples:list, # 3-tuples `(image, TensorBBox, TensorMultiCategory)`
     pad_idx:int=0, # Label given to padding
@@ -183,13 +192,13 @@ def _record_labels(r): return r.labels
 def det_block(
     vocab:list=None, # Class names (default: sorted names found in the records); `#na#` is added in front
     size=320, # Resize target: int or `(h, w)`
-    item_tfms=None, # Item transforms (default: `Resize(size, method='squish')`, which keeps every object whole)
+    item_tfms=None, # Item transforms (default: `DetResize(size)`, a squish `Resize` that keeps every object whole)
     batch_tfms=None, # Batch transforms; ImageNet `Normalize` is appended unless one is given
     splitter=None, # fastai splitter (default: `RandomSplitter(0.2, seed=42)`)
     **kwargs
 )->DataBlock:
     "A fastai `DataBlock(ImageBlock, BBoxBlock, BBoxLblBlock, n_inp=1)` over `DetRecord` items."
-    item_tfms = ifnone(item_tfms, [Resize(size, method=ResizeMethod.Squish)])
+    item_tfms = ifnone(item_tfms, [DetResize(size)])
     batch_tfms = listify(batch_tfms)
     if not any(isinstance(t, Normalize) for t in batch_tfms): batch_tfms.append(Normalize.from_stats(*imagenet_stats))
     db = DataBlock(blocks=(ImageBlock(DetImage), BBoxBlock, BBoxLblBlock(vocab=vocab)), n_inp=1,
@@ -199,7 +208,7 @@ def det_block(
     db.dls_kwargs['before_batch'] = det_pad
     return db
 
-# %% ../../nbs/01_data.core.ipynb #c016
+# %% ../../nbs/01_data.core.ipynb #c019
 class DetDataLoaders(DataLoaders):
     "fastai `DataLoaders` for object detection, with factory methods for the formats people have."
     @classmethod
@@ -212,7 +221,7 @@ class DetDataLoaders(DataLoaders):
         splitter=None, # Any fastai splitter over the records (instead of the two above)
         size=320, # Image size, int or `(h, w)`
         bs:int=16, # Batch size
-        item_tfms=None, # Item transforms (default: squish `Resize(size)`)
+        item_tfms=None, # Item transforms (default: `DetResize(size)`, squish)
         batch_tfms=None, # Batch transforms (ImageNet `Normalize` appended)
         check:bool=True, # Run `check_records` first
         check_images:bool=True, # ... decoding every image once
@@ -234,7 +243,7 @@ class DetDataLoaders(DataLoaders):
         dls.categories = categories if categories is not None else {i + 1: c for i, c in enumerate(dls.vocab[1:])}
         return dls
 
-# %% ../../nbs/01_data.core.ipynb #c017
+# %% ../../nbs/01_data.core.ipynb #c020
 def valid_records(dls)->list:
     "The `DetRecord`s of the validation set, in the order predictions on `dls.valid` come out."
     return list(dls.valid.items)

@@ -1,0 +1,83 @@
+"""Images/s of one pass over COCO128 at size 320, bs 16: fastdet DataLoaders vs a plain torch Dataset + DataLoader.
+
+The plain loader reads the same files with PIL, converts to RGB, resizes to 320x320 (bilinear, like fastai's
+`Resize(method='squish')`), scales the boxes, normalises with ImageNet statistics and pads boxes per batch: the
+minimum any detection loader has to do. Both use the same `num_workers`; timings alternate and the best of
+`--repeats` passes counts. Building the DataLoaders (the check pass that decodes every image once) is timed apart.
+
+    FASTDET_TEST_DATA=../shared/data python benchmarks/data.py [--workers 2] [--repeats 5] [--fastai-resize]
+"""
+import argparse, os, time
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, DataLoader
+from fastai.vision.core import imagenet_stats
+from fastai.vision.augment import Resize
+from fastdet.data.core import DetDataLoaders
+from fastdet.data.readers import read_coco
+
+SIZE, BS = 320, 16
+
+class PlainDataset(Dataset):
+    "Read with PIL, RGB, resize to SIZE x SIZE, boxes scaled to the new size."
+    def __init__(self, records): self.records = records
+    def __len__(self): return len(self.records)
+    def __getitem__(self, i):
+        r = self.records[i]
+        im = Image.open(r.file).convert('RGB')
+        w, h = im.size
+        im = im.resize((SIZE, SIZE), Image.BILINEAR)
+        x = torch.from_numpy(np.array(im)).permute(2, 0, 1)
+        boxes = r.boxes * torch.tensor([SIZE / w, SIZE / h, SIZE / w, SIZE / h])
+        return x, boxes, torch.arange(len(r.labels)) + 1
+
+_mean = torch.tensor(imagenet_stats[0]).view(1, 3, 1, 1)
+_std = torch.tensor(imagenet_stats[1]).view(1, 3, 1, 1)
+
+def plain_collate(batch):
+    xs, bs, ls = zip(*batch)
+    g = max(len(l) for l in ls)
+    boxes = torch.zeros(len(bs), g, 4); labels = torch.zeros(len(bs), g, dtype=torch.long)
+    for i, (b, l) in enumerate(zip(bs, ls)): boxes[i, :len(b)] = b; labels[i, :len(l)] = l
+    return torch.stack(xs), boxes, labels
+
+def one_pass(dl):
+    n, t = 0, time.perf_counter()
+    for x, *_ in dl:
+        if x.dtype == torch.uint8: x = (x.float() / 255 - _mean) / _std  # plain: normalise in the main process, like fastai
+        n += len(x)
+    return n, time.perf_counter() - t
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--data', default=os.environ.get('FASTDET_TEST_DATA', '../shared/data'))
+    ap.add_argument('--workers', type=int, default=None, help="num_workers of both loaders (default: fastai's default)")
+    ap.add_argument('--repeats', type=int, default=5)
+    ap.add_argument('--fastai-resize', action='store_true', help="fastai's own squish `Resize` instead of `DetResize` (for comparison)")
+    a = ap.parse_args()
+    ann = Path(a.data)/'coco128/annotations/instances_train2017.json'
+    t = time.perf_counter()
+    kw = {} if a.workers is None else dict(num_workers=a.workers)
+    if a.fastai_resize: kw['item_tfms'] = [Resize(SIZE, method='squish')]
+    dls = DetDataLoaders.from_coco(ann, size=SIZE, bs=BS, valid_pct=0., **kw)
+    build = time.perf_counter() - t
+    workers = dls.train.fake_l.num_workers
+    fdl = dls.train.new(shuffle=False, drop_last=False)
+    recs = read_coco(ann)
+    pdl = DataLoader(PlainDataset(recs), batch_size=BS, shuffle=False, num_workers=workers, collate_fn=plain_collate)
+    best = {'fastdet': 0., 'plain': 0.}
+    for _ in range(a.repeats):
+        for name, dl in (('plain', pdl), ('fastdet', fdl)):
+            n, s = one_pass(dl)
+            assert n == len(recs) == 128, n
+            best[name] = max(best[name], n / s)
+    print(f"COCO128, {len(recs)} images, size {SIZE}, bs {BS}, num_workers {workers}, best of {a.repeats} passes"
+          + (", fastai's Resize" if a.fastai_resize else ""))
+    print(f"  plain torch DataLoader : {best['plain']:7.1f} images/s")
+    print(f"  fastdet DataLoaders    : {best['fastdet']:7.1f} images/s")
+    print(f"  ratio fastdet / plain  : {best['fastdet'] / best['plain']:.2f}x  (target >= 0.7x)")
+    print(f"  building the DataLoaders (read + check pass decoding every image): {build:.1f} s")
+
+if __name__ == '__main__': main()
