@@ -7,6 +7,7 @@ Docs: https://fastdet.github.io/fastdet/data.core.html.md"""
 # %% ../../nbs/01_data.core.ipynb #c001
 from __future__ import annotations
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from fastai.data.transforms import RandomSplitter, IndexSplitter, Normalize
 from fastai.vision.core import PILImage, PILMask, TensorBBox, imagenet_stats
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
-from fastai.torch_core import TensorMultiCategory
+from fastai.torch_core import TensorMultiCategory, defaults
 
 # %% auto #0
 __all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'DetImage', 'CheckReport', 'check_records',
@@ -78,6 +79,7 @@ def _to_rgb(im:Image.Image)->Image.Image:
 def open_image(
     fn, # Image file
     check_only:bool=False, # Only read the header (size and orientation), don't decode the pixels
+    quick:bool=False, # Decode JPEGs at 1/8 scale (PIL's `draft`): the whole file is still read, for integrity checks
 ):
     "Open `fn` as an RGB `PIL.Image` with EXIF orientation applied; `ImageError` naming the file if it can't be read."
     fn = Path(fn)
@@ -88,6 +90,7 @@ def open_image(
             w, h = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8): w, h = h, w
             return h, w
+        if quick: im.draft(None, (1, 1))
         im.load()
         if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)  # else no copy: this runs per item
         return _to_rgb(im)
@@ -129,8 +132,12 @@ class CheckReport:
         return s
 
 # %% ../../nbs/01_data.core.ipynb #c013
-def _check_one(r:DetRecord, vocab, report:CheckReport, check_images:bool):
-    if check_images: open_image(r.file)  # decodes: a truncated file fails here, not in training
+def _decode_error(fn):
+    "The error of decoding `fn` (a truncated or corrupt file), or `None`."
+    try: open_image(fn, quick=True)
+    except ImageError as e: return str(e)
+
+def _check_one(r:DetRecord, vocab, report:CheckReport):
     hw = image_hw(r.file)
     r.hw = hw  # trust the image, not the annotation's declared size
     h, w = hw
@@ -160,8 +167,11 @@ def check_records(
     report = CheckReport()
     errors = []
     for r in records:
-        try: _check_one(r, vocab, report, check_images)
+        try: _check_one(r, vocab, report)
         except (ImageError, ValueError) as e: errors.append(str(e))
+    if check_images and not errors:  # decode every image once, so a truncated file fails now, not in training
+        with ThreadPoolExecutor(max(1, min(8, defaults.cpus))) as ex:  # PIL releases the GIL while decoding
+            errors = [e for e in ex.map(_decode_error, [r.file for r in records]) if e]
     if errors:
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise ValueError(f"{len(errors)} of {len(records)} images can't be used:\n" + "\n".join(errors[:10]) + more)
