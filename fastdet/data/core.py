@@ -245,6 +245,8 @@ class DetDataLoaders(DataLoaders):
         if check: records, report = check_records(records, vocab, check_images=check_images)
         if splitter is None:
             splitter = IndexSplitter(valid_idx) if valid_idx is not None else RandomSplitter(valid_pct, seed=seed)
+        if not len(splitter(records)[0]):  # fastai would fail later with an IndexError
+            raise ValueError(f"The split leaves no training images (all {len(records)} are in the validation set)")
         if vocab is None: vocab = sorted({l for r in records for l in r.labels})
         if not vocab: raise ValueError("No objects in any image: nothing to learn (give `vocab` to build DataLoaders anyway)")
         db = det_block(vocab=list(vocab), size=size, item_tfms=item_tfms, batch_tfms=batch_tfms, splitter=splitter)
