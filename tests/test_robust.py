@@ -285,3 +285,5 @@ def test_malformed_yolo(tmp_path):
     (tmp_path/'data.yaml').write_text('path: .\ntrain: images\nnames: [cat, dog]\n')
     dls = DetDataLoaders.from_yolo(tmp_path, **KW)
     assert dls.vocab == ['#na#', 'cat', 'dog'] and dls.report.boxes == 1 and dls.report.negatives == 1
+    (tmp_path/'labels/gone.txt').write_text('0 0.5 0.5 0.2 0.2\n')  # a label file whose image is missing: reported
+    with pytest.warns(UserWarning, match='1 label files without an image'): DetDataLoaders.from_yolo(tmp_path, **KW)

@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/data.readers.html.md"""
 
 # %% ../../nbs/03_data.readers.ipynb #c001
 from __future__ import annotations
-import json, math
+import json, math, warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 import numpy as np
@@ -134,7 +134,7 @@ def _read_voc_xml(xml:Path, img_dir:Path)->DetRecord:
     img = _find_image(img_dir, fname) if fname else _find_image(img_dir, xml.stem)
     if fname and not img.exists(): img = _find_image(img_dir, xml.stem) if _find_image(img_dir, xml.stem).exists() else img
     boxes, labels, difficult = [], [], []
-    for i, obj in enumerate(root.iter('object')):
+    for i, obj in enumerate(root.findall('object')):
         name = (obj.findtext('name') or '').strip()
         if not name: raise ValueError(f"{xml}: object {i} has no <name>")
         if obj.find('bndbox') is None: raise ValueError(f"{xml}: object {i} ({name!r}) has no <bndbox>")
@@ -194,7 +194,7 @@ def _yolo_label_file(img:Path)->Path:
 def _read_yolo_labels(lbl:Path, img:Path, names:dict, src)->DetRecord:
     if not lbl.exists(): return DetRecord(img, torch.zeros(0, 4), [], hw=image_hw(img))
     rows, labels = [], []
-    for ln, line in enumerate(lbl.read_text().splitlines(), 1):
+    for ln, line in enumerate(lbl.read_text(encoding='utf-8-sig').splitlines(), 1):
         if not line.strip(): continue
         try: v = [float(x) for x in line.split()]
         except ValueError: v = None
@@ -238,7 +238,10 @@ def read_yolo(
         if names is None: raise ValueError(f"{path}: no dataset yaml and no classes.txt; pass `names`")
     names = _yolo_names(names, src)
     if not files: raise FileNotFoundError(f"{src}: no images found for split {split!r}")
-    recs = [_read_yolo_labels(_yolo_label_file(f), f, names, src) for f in files]
+    lbls = [_yolo_label_file(f) for f in files]
+    recs = [_read_yolo_labels(l, f, names, src) for l, f in zip(lbls, files)]
+    orphans = sorted({p for d in {l.parent for l in lbls} if d.is_dir() for p in d.glob('*.txt')} - set(lbls))
+    if orphans: warnings.warn(f"fastdet: {src}: {len(orphans)} label files without an image are not used (e.g. {orphans[0]})")
     return DetRecords(recs, categories=names, source=src)
 
 # %% ../../nbs/03_data.readers.ipynb #c021
