@@ -287,3 +287,21 @@ def test_malformed_yolo(tmp_path):
     assert dls.vocab == ['#na#', 'cat', 'dog'] and dls.report.boxes == 1 and dls.report.negatives == 1
     (tmp_path/'labels/gone.txt').write_text('0 0.5 0.5 0.2 0.2\n')  # a label file whose image is missing: reported
     with pytest.warns(UserWarning, match='1 label files without an image'): DetDataLoaders.from_yolo(tmp_path, **KW)
+
+def test_voc_difficult_kept_as_target_and_flagged(tmp_path):
+    d = _voc(tmp_path, {'a.jpg': _rgb(), 'b.jpg': _rgb()},
+             objects={'a.jpg': [('cat', 2, 3, 20, 25, 1), ('dog', 1, 1, 30, 20, 0)], 'b.jpg': [('cat', 1, 1, 9, 9)]})
+    dls = DetDataLoaders.from_voc(d, valid_idx=[0], size=32, bs=1, num_workers=0)
+    r = dls.valid.items[0]
+    assert r.file.name == 'a.jpg' and r.difficult.tolist() == [True, False] and r.labels == ['cat', 'dog']
+    x, b, l = dls.valid.one_batch()
+    assert l[0].tolist() == [dls.vocab.o2i['cat'], dls.vocab.o2i['dog']]  # the difficult box is a training target
+
+def test_yolo_polygon_line_is_its_bounding_box(tmp_path):
+    (tmp_path/'images').mkdir(); (tmp_path/'labels').mkdir()
+    _rgb(100, 50).save(tmp_path/'images/a.jpg')
+    (tmp_path/'labels/a.txt').write_text('0 0.1 0.2 0.5 0.1 0.3 0.6\n')  # a triangle, as ultralytics' segment labels
+    (tmp_path/'classes.txt').write_text('cat\n')
+    from fastdet.data.readers import read_yolo
+    r = read_yolo(tmp_path)[0]
+    assert r.labels == ['cat'] and torch.allclose(r.boxes, torch.tensor([[10., 5., 50., 30.]]))
