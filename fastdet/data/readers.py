@@ -113,7 +113,7 @@ def read_coco(
                               crowd=_xyxy(crowd), image_id=i))
     return DetRecords(recs, categories=cats, source=fn)
 
-# %% ../../nbs/03_data.readers.ipynb #c013
+# %% ../../nbs/03_data.readers.ipynb #c016
 def _voc_dirs(path, img_dir=None):
     if isinstance(path, (tuple, list)): return Path(path[0]), Path(path[1])
     p = Path(path)
@@ -157,7 +157,7 @@ def read_voc(
     recs = [_read_voc_xml(x, img_dir) for x in xmls]
     return DetRecords(recs, source=ann)
 
-# %% ../../nbs/03_data.readers.ipynb #c017
+# %% ../../nbs/03_data.readers.ipynb #c020
 def _yolo_yaml(path:Path):
     if path.is_dir():
         ys = [path/'data.yaml'] if (path/'data.yaml').exists() else sorted([*path.glob('*.yaml'), *path.glob('*.yml')])
@@ -244,7 +244,7 @@ def read_yolo(
     if orphans: warnings.warn(f"fastdet: {src}: {len(orphans)} label files without an image are not used (e.g. {orphans[0]})")
     return DetRecords(recs, categories=names, source=src)
 
-# %% ../../nbs/03_data.readers.ipynb #c021
+# %% ../../nbs/03_data.readers.ipynb #c024
 def _is_empty(v)->bool:
     if v is None: return True
     if isinstance(v, float) and math.isnan(v): return True
@@ -347,7 +347,7 @@ def read_csv(
     if both: raise ValueError(f"{valid_csv}: {len(both)} images also in {csv} (e.g. {both[0]})")
     return _concat(recs, vrecs)
 
-# %% ../../nbs/03_data.readers.ipynb #c025
+# %% ../../nbs/03_data.readers.ipynb #c028
 @patch(cls_method=True)
 @delegates(DetDataLoaders.from_records, but=['records'])
 def from_coco(cls:DetDataLoaders,
