@@ -242,7 +242,8 @@ def test_malformed_json(tmp_path):
                          (dict(c, annotations=[dict(id=8, image_id=99, category_id=1, bbox=[1, 2, 3, 4])]), 'image_id 99'),
                          (dict(c, annotations=[dict(id=9, image_id=1, category_id=5, bbox=[1, 2, 3, 4])]), 'category_id 5'),
                          (dict(c, categories=[*c['categories'], dict(id=3, name='cat')]), "duplicate category names ['cat']"),
-                         ({k: v for k, v in c.items() if k != 'images'}, "'images'")]:
+                         ({k: v for k, v in c.items() if k != 'images'}, "'images'"),
+                         (dict(c, images=[], annotations=[]), 'no images'), ([1, 2], "'images'")]:
         fn.write_text(json.dumps(broken))
         assert what in _build_fails(lambda: DetDataLoaders.from_coco(fn, **KW), 'bad.json')
 
@@ -268,6 +269,10 @@ def test_malformed_csv(tmp_path):
     assert 'missing columns' in _build_fails(lambda: DetDataLoaders.from_csv(fn, tmp_path/'images', **KW), 'bad.csv')
     fn.write_bytes(b'\xff\xfe\x00\x81\x00garbage')
     _build_fails(lambda: DetDataLoaders.from_csv(fn, tmp_path/'images', **KW), 'bad.csv')
+    fn.write_text('filename,class,xmin,ymin,xmax,ymax\n')
+    assert 'no rows' in _build_fails(lambda: DetDataLoaders.from_csv(fn, tmp_path/'images', **KW), 'bad.csv')
+    fn.write_text('')
+    assert 'malformed csv' in _build_fails(lambda: DetDataLoaders.from_csv(fn, tmp_path/'images', **KW), 'bad.csv')
     fn.write_text('image_id,bbox\na,"[1, 2, 3]"\n')
     assert 'bad.csv:2' in _build_fails(lambda: DetDataLoaders.from_csv(fn, tmp_path/'images', file_col='image_id', label='x', **KW), 'bad.csv')
 

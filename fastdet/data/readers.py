@@ -111,6 +111,7 @@ def read_coco(
         h, w = im.get('height'), im.get('width')
         recs.append(DetRecord(img_dir/im['file_name'], _xyxy(boxes), labels, hw=(h, w) if h and w else None,
                               crowd=_xyxy(crowd), image_id=i))
+    if not recs: raise ValueError(f"{fn}: no images listed")
     return DetRecords(recs, categories=cats, source=fn)
 
 # %% ../../nbs/03_data.readers.ipynb #c016
@@ -317,6 +318,7 @@ def read_df(
         boxes.append(b); labels.append(str(lab).strip())
     recs = [DetRecord(_find_image(img_dir, f), convert_boxes(torch.tensor(b, dtype=torch.float32).reshape(-1, 4), box_fmt, 'xyxy'), l)
             for f, (b, l) in groups.items()]
+    if not recs: raise ValueError(f"{src}: no rows")
     vidx = [i for i, f in enumerate(groups) if valid[f]] if valid_col else None
     return DetRecords(recs, valid_idx=vidx, source=src)
 
