@@ -14,6 +14,7 @@ from fastcore.basics import ifnone
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.learner import Learner
+import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, fine_tune)
 from fastai.torch_core import params
 from fastai.vision.core import TensorBBox
 from torchvision.ops import batched_nms
@@ -68,7 +69,7 @@ def efficientdet_config(
     if num_classes is not None: cfg.num_classes = num_classes
     if image_size is not None:
         cfg.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-    _check_size(cfg.image_size, cfg.max_level, arch)
+        _check_size(cfg.image_size, cfg.max_level, arch)  # effdet's own defaults are taken as they are (lite0: 320)
     return cfg
 
 # %% ../../nbs/13_models.efficientdet.ipynb #c010
@@ -174,7 +175,9 @@ def effdet_targets(
 )->tuple:
     "fastai's padded targets as effdet wants them: yxyx pixels of the model input, classes `1..N`, padding `-1`."
     labels = labels.as_subclass(Tensor).long()
-    return bbox_to_pixels(boxes, hw, 'yxyx'), torch.where(labels > 0, labels, torch.full_like(labels, -1))
+    real = labels > 0
+    px = bbox_to_pixels(boxes, hw, 'yxyx') * real[..., None]  # padding stays all-zero
+    return px, torch.where(real, labels, torch.full_like(labels, -1))
 
 # %% ../../nbs/13_models.efficientdet.ipynb #c017
 def _flatten_outputs(outs:list, n:int)->Tensor:
