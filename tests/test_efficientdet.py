@@ -170,6 +170,22 @@ def test_freeze_trains_bifpn_and_heads(dls):
     assert all(p.requires_grad for p in m.parameters())
 
 
+def test_predict_show_results_export(dls, tmp_path):
+    import matplotlib; matplotlib.use('Agg')
+    from fastai.learner import load_learner
+    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, path=tmp_path, max_det=20)
+    rec = list(dls.valid.items)[0]
+    boxes, labels, scores = learn.predict(rec.file)
+    assert boxes.shape == (len(labels), 4) and scores.shape == (len(labels),) and 0 < len(labels) <= 20
+    assert set(labels) <= set(dls.vocab[1:]) and boxes.dtype == torch.float32
+    assert (scores[:-1] >= scores[1:]).all()
+    learn.show_results(max_n=2)
+    learn.export('effdet.pkl')
+    learn2 = load_learner(tmp_path/'effdet.pkl')
+    b2, l2, s2 = learn2.predict(rec.file)
+    assert torch.equal(b2, boxes) and l2 == labels and torch.equal(s2, scores)
+
+
 def coco_map(learn)->float:
     "COCO mAP@[.5:.95] of `learn` on its validation set, with pycocotools directly."
     from pycocotools.coco import COCO

@@ -23,6 +23,7 @@ from effdet.anchors import Anchors, decode_box_outputs
 from effdet.loss import DetectionLoss
 from effdet.config.model_config import efficientdet_model_param_dict
 from ..boxes import bbox_to_pixels, pixels_to_bbox
+from ..learner import DetLearner
 
 # %% auto #0
 __all__ = ['efficientdet_archs', 'efficientdet_config', 'create_efficientdet', 'EffDetLabeler', 'effdet_targets', 'effdet_detect',
@@ -258,12 +259,7 @@ def _dls_hw(dls)->tuple:
     "`(h, w)` of the images the `DataLoaders` give (one batch is drawn)."
     return tuple(int(s) for s in dls.one_batch()[0].shape[-2:])
 
-try:
-    from fastdet.learner import DetLearner as _Base
-except ImportError:  # until fastdet.learner lands
-    _Base = Learner
-
-class EfficientDetLearner(_Base):
+class EfficientDetLearner(DetLearner):
     "A `DetLearner` whose `freeze()` trains BiFPN and heads (the last two layer groups), as EfficientDet is fine-tuned."
     def freeze(self): self.freeze_to(-2)
 
