@@ -15,6 +15,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 from fastcore.basics import noop
 from fastai.metrics import AccumMetric
+from fastai.vision.augment import Resize
 from .boxes import bbox_to_pixels, convert_boxes, is_padding
 
 # %% auto #0
@@ -244,7 +245,7 @@ def voc_map(
 # %% ../nbs/30_metrics.ipynb #c018
 class _DetAccum:
     "Compact detections and targets of an epoch, off the device."
-    def __init__(self): self.dets, self.gts, self.input_hw, self.n, self.items, self.vocab = [], [], [], 0, None, None
+    def __init__(self): self.dets, self.gts, self.input_hw, self.n, self.items, self.vocab, self.resize = [], [], [], 0, None, None, None
 
     def add(self, boxes, labels, scores, t_boxes, t_labels, input_hw):
         "Add one batch: padded detections (the loss's `activation` output) and padded targets, [-1,1] xyxy."
@@ -266,10 +267,15 @@ class _DetAccum:
         in_hw = torch.cat(self.input_hw) if self.input_hw else torch.zeros(0, 2)
         items = list(self.items) if self.items is not None and len(self.items) >= n else None
         is_rec = items is not None and all(getattr(it, 'hw', None) is not None for it in items[:n])
-        hw = torch.tensor([list(it.hw) for it in items[:n]], dtype=torch.float32).reshape(-1, 2) if is_rec else in_hw.float()
+        if is_rec:  # the region of each original image the model saw (all of it, unless the Resize crops or pads)
+            from fastdet.learner import input_window
+            win = torch.tensor([input_window(tuple(it.hw), self.resize) for it in items[:n]], dtype=torch.float32).reshape(-1, 4)
+        else: win = torch.cat([torch.zeros(n, 2), in_hw.float().flip(-1)], 1)
+        hw, offset = win[:, [3, 2]], win[:, [0, 1, 0, 1]]
         d_img, d_box, d_lbl, d_score = self._cat(self.dets, 4)
         g_img, g_box, g_lbl = self._cat(self.gts, 3)
-        d_px, g_px = bbox_to_pixels(d_box, hw[d_img]), bbox_to_pixels(g_box, hw[g_img])
+        d_px = bbox_to_pixels(d_box, hw[d_img]) + offset[d_img]
+        g_px = bbox_to_pixels(g_box, hw[g_img]) + offset[g_img]
         g_diff = torch.zeros(len(g_lbl), dtype=torch.bool)
         c_img, c_box, c_lbl = [], [], []
         if is_rec:
@@ -316,6 +322,12 @@ def _coco_from_accum(data:dict, backend:str='auto')->dict:
     return dict(stats=_stats_dict(E), eval=E)
 
 # %% ../nbs/30_metrics.ipynb #c022
+def _resize_of(dl):
+    "The `Resize` among `dl`'s item transforms (how the model input shows the original image), if any."
+    for t in getattr(getattr(dl, 'after_item', None), 'fs', []):
+        if isinstance(t, Resize): return t
+    return None
+
 class _DetMetric(AccumMetric):
     "Base of fastdet's detection metrics: accumulates compact detections once for all of them."
     def __init__(self, name:str):
@@ -334,6 +346,7 @@ class _DetMetric(AccumMetric):
         with torch.no_grad(): boxes, labels, scores = act(learn.pred)
         self._acc.add(boxes, labels, scores, *learn.yb[:2], learn.xb[0].shape[-2:])
         self._acc.items = getattr(learn.dl, 'items', None)
+        self._acc.resize = _resize_of(learn.dl)
         self._acc.vocab = getattr(learn.dls, 'vocab', None)
         self._cache = {}
 
