@@ -211,6 +211,8 @@ def _records(gt:dict):
 def test_metric_with_records_matches_pycocotools(coco128):
     "Batches in [-1,1] of a 320 input, records with original sizes and crowd regions: the metric equals pycocotools."
     recs, dets = _records(coco128), make_dets(coco128, seed=4)
+    rng = np.random.default_rng(5)
+    for r in recs: r.difficult = torch.as_tensor(rng.random(len(r.labels)) < .15)
     vocab = ['#na#'] + [str(c) for c in range(1, 91)]  # category ids as vocab indices
     by_img = defaultdict(list)
     for d in dets: by_img[d['image_id']].append(d)
@@ -219,7 +221,7 @@ def test_metric_with_records_matches_pycocotools(coco128):
                             dls=SimpleNamespace(vocab=vocab))
     for m in mets: m.reset()
     ref_gt = dict(images=[dict(id=k + 1) for k in range(len(recs))], categories=[dict(id=c) for c in range(1, 91)], annotations=[])
-    ref_dets = []
+    ref_dets, voc_g, voc_d = [], [], []
     for s in range(0, len(recs), 16):
         batch = recs[s:s + 16]
         tg, pr = [], []
@@ -240,6 +242,8 @@ def test_metric_with_records_matches_pycocotools(coco128):
                     ref_gt['annotations'].append(dict(id=len(ref_gt['annotations']) + 1, image_id=s + k + 1, category_id=c, bbox=bx, area=bx[2] * bx[3], iscrowd=1))
             for b, l, sc in zip(bbox_to_pixels(pr[-1][0].float(), r.hw), pr[-1][1], pr[-1][2]):
                 ref_dets.append(dict(image_id=s + k + 1, category_id=int(l), bbox=convert_boxes(b[None].double(), 'xyxy', 'xywh')[0].tolist(), score=float(sc)))
+            voc_g.append((bbox_to_pixels(tb, r.hw), torch.tensor(r.labels), r.difficult))
+            voc_d.append((bbox_to_pixels(pr[-1][0].float(), r.hw), pr[-1][1], pr[-1][2]))
         learn.pred = pad(pr, length=260)
         learn.yb = pad(tg)
         learn.xb = (torch.zeros(len(batch), 3, 320, 320),)
@@ -250,6 +254,30 @@ def test_metric_with_records_matches_pycocotools(coco128):
     assert mets[1]._leader is mets[0] and mets[1]._acc.n == 0  # one store, one evaluation
     assert mets[0]._cache[('coco', 'auto')] is mets[1]._result()
     assert mets[0].per_class() is not None and mets[3].value > 0
+    assert abs(mets[3].value - voc_map(voc_g, voc_d)[0]) <= 1e-9 and abs(mets[3].value - voc_map([g[:2] for g in voc_g], voc_d)[0]) > 1e-4
+
+
+def test_metric_undoes_crop_resize():
+    "A validation `Resize` that crops: boxes go back to the original image as `DetLearner.predict` maps them."
+    from fastai.vision.augment import Resize
+    from fastdet.data.core import DetRecord
+    from fastdet.learner import detections_to_pixels
+    rsz = Resize(64, method='crop')
+    recs = [DetRecord('a.jpg', [[60., 10., 120., 90.]], ['x'], hw=(100, 200)), DetRecord('b.jpg', [[5., 40., 50., 90.]], ['x'], hw=(200, 100))]
+    m = COCOMetric('AP')
+    learn = SimpleNamespace(metrics=[m], loss_func=SimpleNamespace(activation=lambda p: p), dls=SimpleNamespace(vocab=['#na#', 'x']),
+                            dl=SimpleNamespace(items=recs, after_item=SimpleNamespace(fs=[rsz])), xb=(torch.zeros(2, 3, 64, 64),))
+    d = torch.tensor([[[-1., -1., 1., 1.], [-.5, -.2, .3, .9]], [[-.2, -.2, .6, .4], [0., 0., 0., 0.]]])
+    learn.pred = (d, torch.tensor([[1, 1], [1, 0]]), torch.tensor([[.9, .8], [.7, 0.]]))
+    learn.yb = (d[:, :1], torch.tensor([[1], [1]]))
+    m.accumulate(learn)
+    data = m._acc.collect()
+    ref = torch.cat([detections_to_pixels(d[0], (100, 200), rsz), detections_to_pixels(d[1, :1], (200, 100), rsz)])
+    assert torch.allclose(torch.as_tensor(data['d_box']), ref)
+    assert torch.allclose(torch.as_tensor(data['d_box'][0]), torch.tensor([50., 0., 150., 100.]))  # the centred square crop
+    g = [(detections_to_pixels(d[0, :1], (100, 200), rsz), torch.tensor([1])), (detections_to_pixels(d[1, :1], (200, 100), rsz), torch.tensor([1]))]
+    p = [(ref[:2], torch.tensor([1, 1]), torch.tensor([.9, .8])), (ref[2:], torch.tensor([1]), torch.tensor([.7]))]
+    assert abs(m.value - coco_stats(g, p)['AP']) < 1e-9 and 0 < m.value < 1
 
 
 # ---------- inside fastai's loop
