@@ -17,7 +17,10 @@ from fastai.torch_core import params, show_image, to_cpu
 from fastai.vision.core import imagenet_stats
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.data import get_grid
+from pathlib import Path
+from PIL import Image
 from .boxes import bbox_to_pixels, unpad
+from .data.core import DetRecord, DetImage
 from .models.ssd import SSD, create_ssd, ssd_configs
 from .losses.ssd import MultiBoxLoss
 
@@ -63,10 +66,13 @@ def _pad_targets(samples):
 class DetLearner(Learner):
     "A fastai `Learner` for detection: `predict` in the original image's pixels, `show_results` beside the ground truth."
     def predict(self,
-        item, # Image file, PIL image, or `DetRecord`
+        item, # Image file, `DetRecord`, PIL image, array `[H, W, 3]` or uint8 tensor `[3, H, W]`
         rm_type_tfms=None, # Passed to `test_dl`
     )->tuple:
         "`(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
+        if not isinstance(item, (str, Path, DetRecord, DetImage)):  # in-memory images enter after the type transforms
+            if isinstance(item, Image.Image) and item.mode != 'RGB': item = item.convert('RGB')
+            item = DetImage.create(item)
         # test items have no targets: `det_pad` (the block's `before_batch`) expects (image, boxes, labels)
         dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0, before_batch=_pad_targets)
         img = dl.dataset[0][0]  # after the type transforms: the image as given
