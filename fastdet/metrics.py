@@ -117,7 +117,8 @@ def coco_per_class(
 
 # %% ../nbs/30_metrics.ipynb #c010
 def _load_json(gt)->dict:
-    if isinstance(gt, dict): return gt
+    "The annotations dict; a given dict is copied down to its annotations (`COCOeval` writes an `ignore` flag into them)."
+    if isinstance(gt, dict): return {**gt, 'annotations': [dict(a) for a in gt.get('annotations', [])]}
     with open(gt) as f: return json.load(f)
 
 def _results_arrays(dets:list)->tuple:
@@ -132,8 +133,10 @@ def _flat(per_image:list, n:int)->tuple:
     cols = []
     for j in range(n):
         ts = [torch.as_tensor(t[j]).detach().cpu() if j < len(t) else None for t in per_image]
-        cols.append(None if any(t is None for t in ts) else
-                    (torch.cat(ts).numpy() if ts else np.zeros((0, 4) if j == 0 else 0)))
+        if any(t is None for t in ts): cols.append(None); continue
+        if j == 0: ts = [t.reshape(-1, 4) for t in ts]  # `[]` or `[0]`-shaped: no box
+        if j == 1: ts = [t.long() for t in ts]  # an empty `[]` is a float tensor
+        cols.append(torch.cat(ts).numpy() if ts else np.zeros((0, 4) if j == 0 else 0))
     return img, cols
 
 def _tensor_gt(COCO, img, boxes, labels, crowd, n_images:int, cat_ids=None, names=None):
