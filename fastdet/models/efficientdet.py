@@ -112,6 +112,41 @@ def _encode(boxes:Tensor, anchors:Tensor, eps:float=1e-7)->Tensor:
     ha, wa, h, w = ha + eps, wa + eps, h + eps, w + eps
     return torch.stack([(yc - yca) / ha, (xc - xca) / wa, torch.log(h / ha), torch.log(w / wa)], -1)
 
+def _levels(boxes:Tensor, shapes:list):
+    "Per level `(start, H, W, K, ys [H,K,2], xs [W,K,2])` if the anchors are a separable grid (effdet's are), else None."
+    out, start = [], 0
+    for h, w, k in shapes:
+        a = boxes[start:start + h * w * k].reshape(h, w, k, 4)
+        ys, xs = a[:, 0, :, 0::2], a[0, :, :, 1::2]
+        if not (torch.equal(a[..., 0::2], ys[:, None].expand(h, w, k, 2)) and
+                torch.equal(a[..., 1::2], xs[None].expand(h, w, k, 2))): return None
+        out.append((start, h, w, k, ys, xs))
+        start += h * w * k
+    return out
+
+def _window(mask:Tensor):
+    "First index `[...]` and length `[...]` of the span of True along the last dim of `mask`."
+    n = mask.shape[-1]
+    first = mask.float().argmax(-1)
+    last = n - 1 - mask.flip(-1).float().argmax(-1)
+    return first, torch.where(mask.any(-1), last - first + 1, torch.zeros_like(first))
+
+def _span(first:Tensor, length:Tensor, n:int):
+    "Indices `[..., L]` of the windows (clamped to `n - 1`) and their validity mask."
+    L = int(length.max()) if length.numel() else 0
+    r = torch.arange(L, device=first.device)
+    return (first[..., None] + r).clamp(max=n - 1), r < length[..., None]
+
+def _first_per_group(key:Tensor, *order:Tensor)->tuple:
+    "For each distinct `key`: the key and the first entry of `order[-1]` after sorting by `order` (lexicographic)."
+    idx = torch.arange(len(key), device=key.device)
+    for o in reversed(order): idx = idx[torch.sort(o[idx], stable=True)[1]]
+    idx = idx[torch.sort(key[idx], stable=True)[1]]
+    k = key[idx]
+    first = torch.ones_like(k, dtype=torch.bool)
+    first[1:] = k[1:] != k[:-1]
+    return k[first], order[-1][idx][first]
+
 class EffDetLabeler:
     "effdet's `AnchorLabeler.batch_label_anchors` as batched tensor ops, on the device of its inputs."
     def __init__(self,
@@ -124,7 +159,9 @@ class EffDetLabeler:
         self._on = {}
 
     def _anchors(self, device):
-        if device not in self._on: self._on[device] = self.boxes.to(device)
+        if device not in self._on:
+            b = self.boxes.to(device)
+            self._on[device] = (b, _levels(b, self.shapes))
         return self._on[device]
 
     def match(self,
@@ -132,11 +169,16 @@ class EffDetLabeler:
         gt_classes:Tensor, # `[B, G]`, `-1` (or below) for padding
     )->Tensor:
         "Index `[B, A]` of the box each anchor is assigned to, or `-1` (effdet's `ArgMaxMatcher`, forced rows)."
-        anchors = self._anchors(gt_boxes.device)
+        anchors, levels = self._anchors(gt_boxes.device)
         B, G, A = *gt_classes.shape, len(anchors)
         if G == 0: return gt_classes.new_full((B, A), -1, dtype=torch.long)
+        if levels is None: return self._match_dense(gt_boxes.float(), gt_classes, anchors)
+        return self._match_sparse(gt_boxes.float(), gt_classes, levels, A)
+
+    def _match_dense(self, gt_boxes, gt_classes, anchors):
+        "Reference: the full `[B, G, A]` IoU matrix."
         valid = gt_classes > -1
-        iou = _iou(gt_boxes.float(), anchors).masked_fill_(~valid[..., None], -1.)
+        iou = _iou(gt_boxes, anchors).masked_fill_(~valid[..., None], -1.)
         vals, matches = iou.max(1)
         matches = torch.where(vals < self.match_threshold, torch.full_like(matches, -1), matches)
         # force_match_for_each_row: every real box keeps its best anchor (first one on ties), as effdet does
@@ -145,28 +187,89 @@ class EffDetLabeler:
         forced, rows = force.max(1)
         return torch.where(forced, rows, matches)
 
+    def _match_sparse(self, gt, cls, levels, A):
+        "The same matching, computing exact IoUs only where they can matter (see the notes below)."
+        B, G = cls.shape
+        dev = gt.device
+        valid = cls > -1
+        y1, x1, y2, x2 = gt.unbind(-1)
+        hg, wg = y2 - y1, x2 - x1
+        area_g = hg * wg
+        # 1-D overlaps per level, [B, G, K, H] and [B, G, K, W]; their 1-D IoUs bound the 2-D IoU from above
+        per, lb = [], gt.new_zeros(B, G)
+        for start, H, W, K, ys, xs in levels:
+            ih = (torch.min(y2[..., None, None], ys[..., 1]) - torch.max(y1[..., None, None], ys[..., 0])).clamp(min=0).transpose(-1, -2)
+            iw = (torch.min(x2[..., None, None], xs[..., 1]) - torch.max(x1[..., None, None], xs[..., 0])).clamp(min=0).transpose(-1, -2)
+            ha, wa = (ys[..., 1] - ys[..., 0]).t(), (xs[..., 1] - xs[..., 0]).t()  # [K, H], [K, W]
+            # IoU <= ih*min(wg, wa) / (area_g + area_a - ih*min(wg, wa)), and likewise along x
+            ka = (ha * wa[:, :1])[:, :1]  # [K, 1] anchor areas (every anchor of a shape has the same size)
+            my = ih * torch.minimum(wg[..., None, None], wa[:, :1])
+            mx = iw * torch.minimum(hg[..., None, None], ha[:, :1])
+            by = (my / (area_g[..., None, None] + ka - my)).nan_to_num(-1.)
+            bx = (mx / (area_g[..., None, None] + ka - mx)).nan_to_num(-1.)
+            # a lower bound of each box's best IoU: the exact IoU of the anchor best in both 1-D directions
+            i, j = by.argmax(-1, keepdim=True), bx.argmax(-1, keepdim=True)
+            hi, wj = ih.gather(-1, i)[..., 0], iw.gather(-1, j)[..., 0]
+            inter = hi * wj
+            k = torch.arange(K, device=dev)
+            union = (area_g[..., None] + ha[k, i[..., 0]] * wa[k, j[..., 0]]) - inter
+            lb = torch.maximum(lb, torch.where(inter == 0., torch.zeros_like(inter), inter / union).amax(-1))
+            per.append((start, H, W, K, ih, iw, ha, wa, by, bx))
+        # candidates: 1-D bounds >= min(threshold, lower bound) - margin; degenerate boxes take every anchor
+        t = (torch.minimum(lb, torch.full_like(lb, self.match_threshold)) - 1e-4)
+        t = torch.where((hg > 0) & (wg > 0) & lb.isfinite(), t, torch.full_like(t, -float('inf')))[..., None, None]
+        eb, eg, ea, ev = [], [], [], []
+        for start, H, W, K, ih, iw, ha, wa, by, bx in per:
+            fr, lr = _window(((by >= t) | t.isneginf()) & valid[..., None, None])
+            fc, lc = _window(((bx >= t) | t.isneginf()) & valid[..., None, None])
+            r, rok = _span(fr, lr, H)
+            c, cok = _span(fc, lc, W)
+            if r.shape[-1] == 0 or c.shape[-1] == 0: continue
+            k = torch.arange(K, device=dev)[:, None]
+            hi, wj = ih.gather(-1, r), iw.gather(-1, c)
+            inter = hi[..., :, None] * wj[..., None, :]
+            union = (area_g[..., None, None, None] + ha[k, r][..., :, None] * wa[k, c][..., None, :]) - inter
+            iou = torch.where(inter == 0., torch.zeros_like(inter), inter / union)
+            ok = (rok[..., :, None] & cok[..., None, :]).reshape(-1).nonzero().squeeze(1)
+            anchor = start + (r[..., :, None] * W + c[..., None, :]) * K + k[..., None]
+            bg = torch.div(ok, iou[0, 0].numel(), rounding_mode='floor')
+            eb.append(torch.div(bg, G, rounding_mode='floor')); eg.append(bg % G)
+            ea.append(anchor.reshape(-1)[ok]); ev.append(iou.reshape(-1)[ok])
+        matches = torch.full((B * A,), -1, dtype=torch.long, device=dev)
+        if not eb: return matches.view(B, A)
+        eb, eg, ea, ev = (torch.cat(o) for o in (eb, eg, ea, ev))
+        # each anchor with IoU >= threshold takes its best box (the first one on ties)
+        pos = ev >= self.match_threshold
+        ka, kg = _first_per_group(eb[pos] * A + ea[pos], -ev[pos], eg[pos])
+        matches[ka] = kg
+        # force_match_for_each_row: each real box takes its best anchor (first on ties); the first box wins an anchor
+        gk, ga = _first_per_group(eb * G + eg, -ev, ea)
+        fk, fg = _first_per_group(torch.div(gk, G, rounding_mode='floor') * A + ga, gk % G)
+        matches[fk] = fg
+        return matches.view(B, A)
+
+
     def __call__(self,
         gt_boxes:Tensor, # `[B, G, 4]` yxyx pixels of the model input
         gt_classes:Tensor, # `[B, G]` classes `1..N`, `-1` for padding
     )->tuple:
         "`(cls_targets, box_targets, num_positives)` exactly as `AnchorLabeler.batch_label_anchors` gives them."
-        anchors = self._anchors(gt_boxes.device)
+        anchors = self._anchors(gt_boxes.device)[0]
         B = gt_classes.shape[0]
         m = self.match(gt_boxes, gt_classes)
-        pos = m >= 0
-        idx = m.clamp(min=0)
-        cls = torch.gather(gt_classes.long(), 1, idx) if gt_classes.shape[1] else torch.zeros_like(m)
-        cls_t = torch.where(pos, cls - 1, torch.full_like(cls, -1))
+        bi, ai = (m >= 0).nonzero(as_tuple=True)
+        gi = m[bi, ai]
+        cls_t = torch.full_like(m, -1)
+        cls_t[bi, ai] = gt_classes.long()[bi, gi] - 1
         box_t = gt_boxes.new_zeros(B, len(anchors), 4, dtype=torch.float32)
-        bi, ai = pos.nonzero(as_tuple=True)
-        if len(bi): box_t[bi, ai] = _encode(gt_boxes.float()[bi, idx[bi, ai]], anchors[ai])
+        box_t[bi, ai] = _encode(gt_boxes.float()[bi, gi], anchors[ai])
         cls_out, box_out, start = [], [], 0
         for h, w, a in self.shapes:
             n = h * w * a
             cls_out.append(cls_t[:, start:start + n].reshape(B, h, w, a))
             box_out.append(box_t[:, start:start + n].reshape(B, h, w, a * 4))
             start += n
-        return cls_out, box_out, pos.float().sum(1)
+        return cls_out, box_out, torch.bincount(bi, minlength=B).float()
 
 # %% ../../nbs/13_models.efficientdet.ipynb #c016
 def effdet_targets(
