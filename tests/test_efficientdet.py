@@ -48,6 +48,25 @@ def test_labeller_equals_effdet(n_boxes):
         _check_same_targets(ref.batch_label_anchors(boxes, cls.float()), ours(boxes, cls))
 
 
+@pytest.mark.parametrize('arch,size', [('tf_efficientdet_d0', 512), ('tf_efficientdet_lite0', 384), ('efficientdet_d0', 256)])
+def test_labeller_equals_effdet_hard_cases(arch, size):
+    "Tiny, huge and elongated boxes, duplicates (ties between boxes), grid-aligned boxes (ties between anchors)."
+    cfg = efficientdet_config(arch, num_classes=5, image_size=size)
+    anchors = Anchors.from_config(cfg)
+    ref, ours = AnchorLabeler(anchors, 5, match_threshold=.5), EffDetLabeler(anchors)
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        B, G = 4, 3 + seed
+        yx = torch.rand(B, G, 2, generator=g) * size * .9
+        hw = torch.rand(B, G, 2, generator=g) ** 2 * size * .7 + torch.rand(B, G, 2, generator=g) * 3
+        bx = torch.cat([yx, (yx + hw).clamp(max=size)], -1)
+        bx[0, 1] = bx[0, 0]  # duplicate box
+        bx[1, 2] = torch.round(bx[1, 2] / 8) * 8  # on the anchor grid
+        cl = torch.randint(1, 6, (B, G), generator=g)
+        cl[3, G // 2:] = -1
+        _check_same_targets(ref.batch_label_anchors(list(bx), list(cl.float())), ours(bx, cl))
+
+
 def test_labeller_batch_without_boxes_and_issue_44():
     cfg = efficientdet_config('tf_efficientdet_d0', num_classes=1, image_size=512)
     anchors = Anchors.from_config(cfg)
