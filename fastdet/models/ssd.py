@@ -6,6 +6,7 @@ Docs: https://fastdet.github.io/fastdet/models.ssd.html.md"""
 
 # %% ../../nbs/11_models.ssd.ipynb #c001
 from __future__ import annotations
+import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from ..anchors import default_boxes, linear_scales, n_boxes_per_cell
 
 # %% auto #0
 __all__ = ['ssd_configs', 'L2Norm', 'VGG16Backbone', 'VGG16Neck', 'ResNetBackbone', 'MobileNetV2Backbone', 'TimmBackbone',
-           'Identity', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd']
+           'NoNeck', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd']
 
 # %% ../../nbs/11_models.ssd.ipynb #c005
 class L2Norm(nn.Module):
@@ -95,7 +96,7 @@ class TimmBackbone(nn.Module):
         self.channels = self.model.feature_info.channels()
     def forward(self, x): return list(self.model(x))
 
-class Identity(nn.Module):
+class NoNeck(nn.Module):
     "The neck of backbones that need none."
     def forward(self, feats): return list(feats)
 
@@ -189,13 +190,19 @@ class SSD(nn.Module):
 
 # %% ../../nbs/11_models.ssd.ipynb #c012
 @torch.no_grad()
+def _meta_run(modules:list, size)->list:
+    "Feature maps of `modules` chained, on torch's 'meta' device: shapes only, no computation."
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.zeros(1, 3, h, w, device='meta')
+    for m in modules: x = copy.deepcopy(m).to('meta').eval()(x)
+    return x
+
 def fm_sizes(model:SSD, size)->list:
     "Feature-map sizes `[(h, w), ...]` of `model` for an input of `size` (int or `(h, w)`), from a dry run."
-    h, w = (size, size) if isinstance(size, int) else size
-    p = next(model.parameters())
-    was = model.training; model.eval()
-    try: return [tuple(f.shape[-2:]) for f in model.features(torch.zeros(1, 3, h, w, device=p.device))]
-    finally: model.train(was)
+    class _Features(nn.Module):
+        def __init__(self, m): super().__init__(); self.m = m
+        def forward(self, x): return self.m.features(x)
+    return [tuple(f.shape[-2:]) for f in _meta_run([_Features(model)], size)]
 
 # %% ../../nbs/11_models.ssd.ipynb #c014
 _AR6 = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
@@ -226,9 +233,9 @@ def _timm_config(name):
 def _backbone(cfg, pretrained):
     b = cfg['backbone']
     if b == 'vgg16': return VGG16Backbone(pretrained), VGG16Neck()
-    if b.startswith('resnet'): return ResNetBackbone(b, pretrained), Identity()
-    if b == 'mobilenetv2': return MobileNetV2Backbone(pretrained, cfg.get('width_mult', 1.)), Identity()
-    if b == 'timm': return TimmBackbone(cfg['timm_name'], pretrained, cfg.get('out_indices', (2, 3, 4))), Identity()
+    if b.startswith('resnet'): return ResNetBackbone(b, pretrained), NoNeck()
+    if b == 'mobilenetv2': return MobileNetV2Backbone(pretrained, cfg.get('width_mult', 1.)), NoNeck()
+    if b == 'timm': return TimmBackbone(cfg['timm_name'], pretrained, cfg.get('out_indices', (2, 3, 4))), NoNeck()
     raise ValueError(f"unknown backbone {b!r}")
 
 def create_ssd(
@@ -249,11 +256,7 @@ def create_ssd(
     cfg.update(kwargs)
     backbone, neck = _backbone(cfg, pretrained)
     if isinstance(backbone, TimmBackbone): chans = list(backbone.channels)
-    else:
-        with torch.no_grad():  # channels from a dry run, not from a table
-            was = backbone.training; backbone.eval(); neck.eval()
-            chans = [f.shape[1] for f in neck(backbone(torch.zeros(1, 3, 64, 64)))]
-            backbone.train(was); neck.train(was)
+    else: chans = [f.shape[1] for f in _meta_run([backbone, neck], 64)]  # channels from a dry run, not a table
     n_maps = cfg.get('n_maps', len(cfg['aspect_ratios']))
     extras, echans = make_extras(cfg['extras'], chans[-1], n_maps - len(chans), cfg.get('extra_channels', (512, 256, 256, 256, 256, 256)))
     channels = chans + echans

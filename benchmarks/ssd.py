@@ -1,0 +1,85 @@
+"""fastdet SSD vs torchvision SSD, same run, same machine; prints ratios (fastdet / torchvision, higher is better).
+
+- training images/s of `create_ssd('ssd300_vgg16')` + `MultiBoxLoss` vs torchvision `ssd300_vgg16` (its own loss),
+  300x300, same class count (target >= 1.1x);
+- inference images/s including decoding and NMS (target >= 1.0x);
+- matching a batch of 32 (8732 default boxes): `match_anchors` vs torchvision's per-image `SSDMatcher` (target >= 5x).
+
+Usage: python benchmarks/ssd.py [--bs 8] [--iters 3] [--threads N]
+"""
+import argparse, os, time
+import torch
+from torchvision.ops import box_iou
+from torchvision.models.detection import ssd300_vgg16
+from torchvision.models.detection import _utils as det_utils
+from fastdet.boxes import bbox_to_pixels, pad
+from fastdet.anchors import match_anchors
+from fastdet.models.ssd import create_ssd, fm_sizes
+from fastdet.losses.ssd import MultiBoxLoss
+
+def timeit(f, iters, warmup=1):
+    for _ in range(warmup): f()
+    t = time.perf_counter()
+    for _ in range(iters): f()
+    return (time.perf_counter() - t) / iters
+
+def batch(bs, n_classes, size=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(bs):
+        n = int(torch.randint(1, 8, (1,), generator=g))
+        c = torch.rand(n, 2, generator=g) * 1.2 - .6
+        s = torch.rand(n, 2, generator=g) * .6 + .1
+        items.append((torch.cat([c - s / 2, c + s / 2], 1).clamp(-1, 1), torch.randint(1, n_classes + 1, (n,), generator=g)))
+    x = torch.randn(bs, 3, size, size, generator=g)
+    return x, items
+
+def main(bs=8, iters=3, n_classes=20):
+    x, items = batch(bs, n_classes)
+    boxes, labels = pad(items)
+    tv_targets = [dict(boxes=bbox_to_pixels(b, (300, 300)), labels=l) for b, l in items]
+    tv_images = list((x - x.min()) / (x.max() - x.min()))  # torchvision normalises inside its transform
+
+    ours = create_ssd('ssd300_vgg16', n_classes=n_classes)
+    tv = ssd300_vgg16(num_classes=n_classes + 1, weights=None, weights_backbone=None)
+    loss_func = MultiBoxLoss()
+    opt_o = torch.optim.SGD(ours.parameters(), lr=1e-4); opt_t = torch.optim.SGD(tv.parameters(), lr=1e-4)
+
+    def step_ours():
+        ours.train(); opt_o.zero_grad()
+        loss = loss_func(ours(x), boxes, labels); loss.backward(); opt_o.step()
+    def step_tv():
+        tv.train(); opt_t.zero_grad()
+        d = tv(tv_images, tv_targets); sum(d.values()).backward(); opt_t.step()
+    t_o, t_t = timeit(step_ours, iters), timeit(step_tv, iters)
+    print(f"train  bs {bs} 300x300: fastdet {bs / t_o:.2f} img/s, torchvision {bs / t_t:.2f} img/s, ratio {t_t / t_o:.2f}x (target >= 1.1)")
+
+    @torch.no_grad()
+    def infer_ours(): ours.eval(); loss_func.activation(ours(x))
+    @torch.no_grad()
+    def infer_tv(): tv.eval(); tv(tv_images)
+    t_o, t_t = timeit(infer_ours, iters), timeit(infer_tv, iters)
+    print(f"infer  bs {bs} 300x300 incl. NMS: fastdet {bs / t_o:.2f} img/s, torchvision {bs / t_t:.2f} img/s, ratio {t_t / t_o:.2f}x (target >= 1.0)")
+
+    anchors = ours.default_boxes(fm_sizes(ours, 300))
+    assert anchors.shape[0] == 8732
+    x32, items32 = batch(32, n_classes, size=8, seed=1)
+    b32, l32 = pad(items32)
+    anc_px = bbox_to_pixels(anchors, (300, 300))
+    px32 = [bbox_to_pixels(b, (300, 300)) for b, _ in items32]
+    matcher = det_utils.SSDMatcher(.5)
+    def match_ours(): match_anchors(anchors, b32, l32)
+    def match_tv(): [matcher(box_iou(b, anc_px)) for b in px32]
+    n = max(iters * 10, 20)
+    t_o, t_t = timeit(match_ours, n, 3), timeit(match_tv, n, 3)
+    print(f"match  bs 32, 8732 default boxes: fastdet {t_o * 1e3:.2f} ms, torchvision per image {t_t * 1e3:.2f} ms, ratio {t_t / t_o:.2f}x (target >= 5)")
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser()
+    p.add_argument('--bs', type=int, default=8)
+    p.add_argument('--iters', type=int, default=3)
+    p.add_argument('--threads', type=int, default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads or os.cpu_count())
+    torch.manual_seed(0)
+    main(a.bs, a.iters)
