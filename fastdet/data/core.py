@@ -40,12 +40,16 @@ class DetRecord:
     crowd:Tensor=None # `[C, 4]` pixel xyxy crowd regions (COCO `iscrowd=1`): evaluation only
     difficult:Tensor=None # `[G]` bool, VOC `difficult` flags: evaluation only
     image_id:int=None # Id in the source annotations (COCO `image_id`), when there is one
+    crowd_labels:list=None # `C` class names of the crowd regions (COCO gives each a category); `None`: any class
 
     def __post_init__(self):
         self.file = Path(self.file)
         self.boxes = torch.as_tensor(np.asarray(self.boxes, dtype=np.float32)).reshape(-1, 4)
         self.labels = list(self.labels)
         if self.crowd is None: self.crowd = torch.zeros(0, 4)
+        self.crowd = torch.as_tensor(np.asarray(self.crowd, dtype=np.float32)).reshape(-1, 4)
+        if self.crowd_labels is not None and len(self.crowd_labels) != len(self.crowd):
+            raise ValueError(f"{self.file}: {len(self.crowd)} crowd regions but {len(self.crowd_labels)} crowd labels")
         if self.difficult is None: self.difficult = torch.zeros(len(self.labels), dtype=torch.bool)
         if len(self.boxes) != len(self.labels):
             raise ValueError(f"{self.file}: {len(self.boxes)} boxes but {len(self.labels)} labels")

@@ -95,22 +95,22 @@ def read_coco(
         if im['id'] in images: raise ValueError(f"{fn}: image id {im['id']} appears twice")
         images[im['id']] = im
     img_dir = Path(img_dir) if img_dir is not None else _find_img_dir(fn, next(iter(images.values()))['file_name'] if images else None)
-    per_img = {i: ([], [], []) for i in images}  # boxes, labels, crowd
+    per_img = {i: ([], [], [], []) for i in images}  # boxes, labels, crowd boxes, crowd labels
     for a in anns:
         if not isinstance(a, dict): raise ValueError(f"{fn}: annotation {a!r} is not an object")
         if a.get('image_id') not in images: raise ValueError(f"{fn}: annotation {a.get('id', '?')} refers to unknown image_id {a.get('image_id')!r}")
         if a.get('category_id') not in cats: raise ValueError(f"{fn}: annotation {a.get('id', '?')} refers to unknown category_id {a.get('category_id')!r}")
         b = _coco_bbox(a, fn, cats[a['category_id']])
-        boxes, labels, crowd = per_img[a['image_id']]
-        if a.get('iscrowd', 0): crowd.append(b)
+        boxes, labels, crowd, crowd_labels = per_img[a['image_id']]
+        if a.get('iscrowd', 0): crowd.append(b); crowd_labels.append(cats[a['category_id']])
         else: boxes.append(b); labels.append(cats[a['category_id']])
     def _xyxy(b): return convert_boxes(torch.tensor(b, dtype=torch.float32).reshape(-1, 4), 'xywh', 'xyxy')
     recs = []
     for i, im in images.items():
-        boxes, labels, crowd = per_img[i]
+        boxes, labels, crowd, crowd_labels = per_img[i]
         h, w = im.get('height'), im.get('width')
         recs.append(DetRecord(img_dir/im['file_name'], _xyxy(boxes), labels, hw=(h, w) if h and w else None,
-                              crowd=_xyxy(crowd), image_id=i))
+                              crowd=_xyxy(crowd), crowd_labels=crowd_labels, image_id=i))
     if not recs: raise ValueError(f"{fn}: no images listed")
     return DetRecords(recs, categories=cats, source=fn)
 
