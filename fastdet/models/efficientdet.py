@@ -173,7 +173,19 @@ class EffDetLabeler:
         B, G, A = *gt_classes.shape, len(anchors)
         if G == 0: return gt_classes.new_full((B, A), -1, dtype=torch.long)
         if levels is None: return self._match_dense(gt_boxes.float(), gt_classes, anchors)
-        return self._match_sparse(gt_boxes.float(), gt_classes, levels, A)
+        key, box = self._match_sparse(gt_boxes.float(), gt_classes, levels, A)
+        return torch.full((B * A,), -1, dtype=torch.long, device=gt_boxes.device).index_put_((key,), box).view(B, A)
+
+    def _positives(self, gt_boxes, gt_classes):
+        "`(image, anchor, box)` index triples of the positive anchors."
+        anchors, levels = self._anchors(gt_boxes.device)
+        B, G, A = *gt_classes.shape, len(anchors)
+        if G and levels is not None:
+            key, box = self._match_sparse(gt_boxes.float(), gt_classes, levels, A)
+            return torch.div(key, A, rounding_mode='floor'), key % A, box
+        m = self.match(gt_boxes, gt_classes)
+        bi, ai = (m >= 0).nonzero(as_tuple=True)
+        return bi, ai, m[bi, ai]
 
     def _match_dense(self, gt_boxes, gt_classes, anchors):
         "Reference: the full `[B, G, A]` IoU matrix."
@@ -235,18 +247,21 @@ class EffDetLabeler:
             bg = torch.div(ok, iou[0, 0].numel(), rounding_mode='floor')
             eb.append(torch.div(bg, G, rounding_mode='floor')); eg.append(bg % G)
             ea.append(anchor.reshape(-1)[ok]); ev.append(iou.reshape(-1)[ok])
-        matches = torch.full((B * A,), -1, dtype=torch.long, device=dev)
-        if not eb: return matches.view(B, A)
+        if not eb: return gt.new_zeros(0, dtype=torch.long), gt.new_zeros(0, dtype=torch.long)
         eb, eg, ea, ev = (torch.cat(o) for o in (eb, eg, ea, ev))
         # each anchor with IoU >= threshold takes its best box (the first one on ties)
         pos = ev >= self.match_threshold
         ka, kg = _first_per_group(eb[pos] * A + ea[pos], -ev[pos], eg[pos])
-        matches[ka] = kg
         # force_match_for_each_row: each real box takes its best anchor (first on ties); the first box wins an anchor
         gk, ga = _first_per_group(eb * G + eg, -ev, ea)
         fk, fg = _first_per_group(torch.div(gk, G, rounding_mode='floor') * A + ga, gk % G)
-        matches[fk] = fg
-        return matches.view(B, A)
+        # forced matches override: sort the forced ones last, keep the last entry per anchor
+        key = torch.cat([ka, fk]); val = torch.cat([kg, fg])
+        o = torch.sort(key, stable=True)[1]
+        key, val = key[o], val[o]
+        last = torch.ones_like(key, dtype=torch.bool)
+        last[:-1] = key[1:] != key[:-1]
+        return key[last], val[last]
 
 
     def __call__(self,
@@ -256,18 +271,22 @@ class EffDetLabeler:
         "`(cls_targets, box_targets, num_positives)` exactly as `AnchorLabeler.batch_label_anchors` gives them."
         anchors = self._anchors(gt_boxes.device)[0]
         B = gt_classes.shape[0]
-        m = self.match(gt_boxes, gt_classes)
-        bi, ai = (m >= 0).nonzero(as_tuple=True)
-        gi = m[bi, ai]
-        cls_t = torch.full_like(m, -1)
-        cls_t[bi, ai] = gt_classes.long()[bi, gi] - 1
-        box_t = gt_boxes.new_zeros(B, len(anchors), 4, dtype=torch.float32)
-        box_t[bi, ai] = _encode(gt_boxes.float()[bi, gi], anchors[ai])
+        bi, ai, gi = self._positives(gt_boxes, gt_classes)
+        dev, A = gt_boxes.device, len(anchors)
+        # one buffer, level after level, each level laid out [B, n_level]: the per-level targets are views, not copies
+        sizes = torch.tensor([h * w * a for h, w, a in self.shapes], device=dev)
+        starts = torch.cumsum(sizes, 0) - sizes
+        lv = torch.searchsorted(starts, ai, right=True) - 1
+        flat = starts[lv] * B + bi * sizes[lv] + (ai - starts[lv])
+        cls_t = torch.full((B * A,), -1, dtype=torch.long, device=dev)
+        cls_t[flat] = gt_classes.long()[bi, gi] - 1
+        box_t = torch.zeros(B * A, 4, device=dev)
+        box_t[flat] = _encode(gt_boxes.float()[bi, gi], anchors[ai])
         cls_out, box_out, start = [], [], 0
         for h, w, a in self.shapes:
             n = h * w * a
-            cls_out.append(cls_t[:, start:start + n].reshape(B, h, w, a))
-            box_out.append(box_t[:, start:start + n].reshape(B, h, w, a * 4))
+            cls_out.append(cls_t[start * B:(start + n) * B].view(B, h, w, a))
+            box_out.append(box_t[start * B:(start + n) * B].view(B, h, w, a * 4))
             start += n
         return cls_out, box_out, torch.bincount(bi, minlength=B).float()
 
