@@ -205,6 +205,20 @@ def test_predict_show_results_export(dls, tmp_path):
     assert torch.equal(b2, boxes) and l2 == labels and torch.equal(s2, scores)
 
 
+def test_fine_tune_runs():
+    "`fine_tune` (freeze, train BiFPN + heads, unfreeze, train all) on a tiny set; the backbone moves only when unfrozen."
+    small = DetDataLoaders.from_shapes(n=16, size=128, render_size=128, bs=8, seed=2, num_workers=0)
+    learn = efficientdet_learner(small, 'tf_efficientdet_d0', pretrained=False)
+    bb0 = [p.detach().clone() for p in learn.model.backbone.parameters()]
+    fpn0 = [p.detach().clone() for p in learn.model.fpn.parameters()]
+    learn.create_opt(); learn.freeze()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(bb0, learn.model.backbone.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(fpn0, learn.model.fpn.parameters()))
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(1, 1e-3, freeze_epochs=1)
+    assert not all(torch.equal(a, b) for a, b in zip(bb0, learn.model.backbone.parameters()))
+
+
 def coco_map(learn)->float:
     "COCO mAP@[.5:.95] of `learn` on its validation set, with pycocotools directly."
     from pycocotools.coco import COCO
@@ -228,20 +242,32 @@ def coco_map(learn)->float:
 
 LEARN_CONFIG = dict(backbone_name='mobilenetv3_small_100', backbone_args=dict(), max_level=5, fpn_cell_repeats=1,
                     box_class_repeats=2)
+EPOCHS, LR = 6, 6e-3
+
 
 @pytest.mark.slow
 def test_learns_shapes_from_scratch():
     """From scratch (no weights) on the built-in shapes at 256: COCO mAP@[.5:.95] >= 0.3 within 15 minutes.
-    Config: effdet's `efficientdet_d0` with a timm `mobilenetv3_small_100` backbone, levels P3-P5, one BiFPN cell,
-    two head repeats (see LEARN_CONFIG); schedule: `fit_one_cycle(EPOCHS, LR)`, AdamW, bs 16, 800 training images."""
-    t0 = time.time()
-    dls = DetDataLoaders.from_shapes(n=1000, size=256, bs=16, num_workers=0)
-    learn = efficientdet_learner(dls, 'efficientdet_d0', pretrained=False, config=LEARN_CONFIG)
-    learn.fit_one_cycle(EPOCHS, LR)
-    m = coco_map(learn)
-    elapsed = time.time() - t0
-    print(f'EfficientDet shapes: mAP@[.5:.95] {m:.3f} in {elapsed / 60:.1f} min')
+
+    Config: effdet's `efficientdet_d0` table entry with a timm `mobilenetv3_small_100` backbone, levels P3-P5 (the
+    shapes are 38-115 px), one BiFPN cell, two head repeats (`LEARN_CONFIG`); schedule: `fit_one_cycle(6, 6e-3)`,
+    fastai's Adam, bs 16, 800 training / 200 validation images. Measured on this 2-core machine shared with three
+    other jobs: this schedule gave mAP 0.408 in 7.9 min (1 thread, load 2-5); 5 epochs under load 4-8 gave 0.311 in
+    14.2 min. See the printed line for each run's figures.
+    One torch thread when the machine is loaded (two threads on two busy cores thrash), both when it is idle."""
+    import os
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if os.getloadavg()[0] > 1.5 else min(2, threads))
+    try:
+        t0 = time.time()
+        dls = DetDataLoaders.from_shapes(n=1000, size=256, bs=16, num_workers=0)
+        learn = efficientdet_learner(dls, 'efficientdet_d0', pretrained=False, config=LEARN_CONFIG)
+        with learn.no_bar(): learn.fit_one_cycle(EPOCHS, LR)
+        with learn.no_bar(): m = coco_map(learn)
+        elapsed = time.time() - t0
+    finally:
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    print(f'EfficientDet on shapes from scratch: mAP@[.5:.95] {m:.3f} in {elapsed / 60:.1f} min ({n_threads} threads)')
     assert m >= 0.3
     assert elapsed < 15 * 60
-
-EPOCHS, LR = 6, 4e-3
