@@ -13,6 +13,8 @@ only the renderer:
    mkdocs-jupyter into a static site.
 
 Usage: python scripts/build_docs.py [--out docs] [--slow] [--no-exec]
+
+The docs test (tests/test_docs.py) runs it with --slow: that build is also the suite's nbdev-test of every notebook.
 """
 import argparse, json, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
@@ -73,12 +75,17 @@ def build(out=ROOT/'docs', execute=True, slow=False):
         shutil.copy(ROOT/'pyproject.toml', tmp)
         if execute:
             cmd = [str(BIN/'nbdev-test'), '--save', '--n-workers', '2'] + (['--flags', 'slow'] if slow else [])
-            r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-            if r.returncode: raise RuntimeError(f'executing the notebooks failed:\n{(r.stdout + r.stderr)[-4000:]}')
+            r = subprocess.run(cmd + ['--do-print'], cwd=tmp, capture_output=True, text=True)
+            log = r.stdout + r.stderr
+            if r.returncode: raise RuntimeError(f'executing the notebooks failed:\n{log[-6000:]}')
+            n_run = log.count('- Completed ')
+            if n_run == 0 or 'No files were eligible' in log: raise RuntimeError(f'nbdev-test ran no notebook:\n{log[-2000:]}')
+            print(f'executed {n_run} notebooks with nbdev-test')
         r = subprocess.run([sys.executable, '-c', 'from nbdev.serve import proc_nbs; proc_nbs(n_workers=0)'],
                            cwd=tmp, capture_output=True, text=True)
         if r.returncode: raise RuntimeError(f'nbdev processing failed:\n{r.stderr[-4000:]}')
         src = tmp/'site_src'; src.mkdir()
+        (src/'extra.css').write_text('.jp-InputPrompt, .jp-OutputPrompt { display: none; }\n')  # no In[ ]/Out[ ] labels
         pages = [_plain(p, src) for p in sorted((tmp/'_proc').rglob('*.ipynb'))]
         api = [(t, n) for n, t in pages if n != 'index.ipynb' and not n.startswith('tutorial')]
         tuts = [(t, n) for n, t in pages if n.startswith('tutorial')]
@@ -88,7 +95,7 @@ def build(out=ROOT/'docs', execute=True, slow=False):
                    theme=dict(name='material', font=False, features=['navigation.sections', 'navigation.footer', 'toc.follow']),
                    plugins=[{'search': {}}, {'mkdocs-jupyter': dict(include_source=False, execute=False, ignore_h1_titles=False,
                             remove_tag_config=dict(remove_input_tags=['hide_input']))}],
-                   markdown_extensions=['tables', 'admonition', 'toc'])
+                   markdown_extensions=['tables', 'admonition', 'toc'], extra_css=['extra.css'])
         import yaml
         (tmp/'mkdocs.yml').write_text(yaml.safe_dump(cfg, sort_keys=False))
         if Path(out).exists(): shutil.rmtree(out)

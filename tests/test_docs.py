@@ -1,0 +1,70 @@
+"The documentation site builds offline from the notebooks and renders in headless Chromium without console errors."
+import functools, http.server, os, shutil, socketserver, subprocess, sys, tempfile, threading
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT/'tests'/'artifacts'
+
+@pytest.fixture(scope='module')
+def site():
+    out = Path(tempfile.mkdtemp(prefix='fastdet_site_'))  # not pytest's tmp_path: concurrent pytest runs prune those
+    # executes every notebook, `slow` cells included, with nbdev-test: this is the suite's notebook test too
+    r = subprocess.run([sys.executable, str(ROOT/'scripts'/'build_docs.py'), '--out', str(out), '--slow'], capture_output=True, text=True, timeout=2400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    n_nbs = len([p for p in (ROOT/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts])
+    assert f'executed {n_nbs} notebooks' in r.stdout, r.stdout
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+@pytest.fixture(scope='module')
+def server(site):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args): pass
+    handler = functools.partial(Quiet, directory=str(site))
+    httpd = socketserver.TCPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{httpd.server_address[1]}'
+    httpd.shutdown()
+
+@pytest.fixture(scope='module')
+def browser():
+    chrome, driver = shutil.which('chromium'), shutil.which('chromedriver')
+    if not (chrome and driver): pytest.fail('headless Chromium is needed: apt-get install chromium chromium-driver (.ci/run does)')
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+              '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--window-size=1280,1600'):
+        opts.add_argument(a)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    yield b
+    b.quit()
+
+def _open(browser, url):
+    browser.get(url)
+    errors = [e for e in browser.get_log('browser') if e['level'] == 'SEVERE']
+    assert not errors, f'console errors on {url}: {errors}'
+    return browser.find_element('tag name', 'body').text
+
+def test_site_pages(site, server, browser):
+    SHOTS.mkdir(exist_ok=True)
+    home = _open(browser, f'{server}/index.html')
+    assert 'fastdet' in home and 'Quick start' in home
+    browser.save_screenshot(str(SHOTS/'docs_home.png'))
+    print(f'\nscreenshot of the home page: {SHOTS/"docs_home.png"}')
+    api = _open(browser, f'{server}/learner.html#ssd_learner')
+    assert 'ssd_learner' in api and 'def ssd_learner' in api
+    browser.save_screenshot(str(SHOTS/'docs_ssd_learner.png'))
+    print(f'screenshot of the ssd_learner API entry: {SHOTS/"docs_ssd_learner.png"}')
+    tutorials = sorted(p.name for p in site.glob('tutorial*.html'))
+    assert tutorials, 'no tutorial page in the site'
+    text = _open(browser, f'{server}/{tutorials[0]}')
+    assert len(text) > 500
+    browser.save_screenshot(str(SHOTS/'docs_tutorial.png'))
+    print(f'screenshot of {tutorials[0]}: {SHOTS/"docs_tutorial.png"}')
+    # navigation: the home page links to every API page and tutorial
+    links = {a.get_attribute('href').rsplit('/', 1)[-1].split('#')[0] for a in browser.find_elements('css selector', 'nav a[href]')}
+    assert {'boxes.html', 'learner.html', *tutorials} <= links, links
