@@ -253,7 +253,12 @@ class EffDetLabeler:
         pos = ev >= self.match_threshold
         ka, kg = _first_per_group(eb[pos] * A + ea[pos], -ev[pos], eg[pos])
         # force_match_for_each_row: each real box takes its best anchor (first on ties); the first box wins an anchor
-        gk, ga = _first_per_group(eb * G + eg, -ev, ea)
+        bg = eb * G + eg  # (scatter-reduce into B*G slots: cheaper than sorting every candidate)
+        top = torch.full((B * G,), -float('inf'), device=dev).scatter_reduce(0, bg, ev, 'amax')
+        win = ev == top[bg]
+        ga = torch.full((B * G,), A, dtype=torch.long, device=dev).scatter_reduce(0, bg[win], ea[win], 'amin')
+        gk = torch.arange(B * G, device=dev)[ga < A]
+        ga = ga[gk]
         fk, fg = _first_per_group(torch.div(gk, G, rounding_mode='floor') * A + ga, gk % G)
         # forced matches override: sort the forced ones last, keep the last entry per anchor
         key = torch.cat([ka, fk]); val = torch.cat([kg, fg])
