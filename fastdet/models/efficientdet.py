@@ -97,7 +97,7 @@ def _iou(gt:Tensor, anchors:Tensor)->Tensor:
     w = (torch.min(x2, ax2) - torch.max(x1, ax1)).clamp(min=0)
     inter = h * w
     union = ((y2 - y1) * (x2 - x1)) + ((ay2 - ay1) * (ax2 - ax1)) - inter
-    return torch.where(inter == 0., torch.zeros_like(inter), inter / union)
+    return torch.where(inter == 0., 0., inter / union)
 
 def _centre_size(b:Tensor):
     "effdet's `BoxList.get_center_coordinates_and_sizes` for yxyx boxes `[..., 4]`."
@@ -127,9 +127,10 @@ def _levels(boxes:Tensor, shapes:list):
 def _window(mask:Tensor):
     "First index `[...]` and length `[...]` of the span of True along the last dim of `mask`."
     n = mask.shape[-1]
-    first = mask.float().argmax(-1)
-    last = n - 1 - mask.flip(-1).float().argmax(-1)
-    return first, torch.where(mask.any(-1), last - first + 1, torch.zeros_like(first))
+    idx = torch.arange(n, device=mask.device)
+    first = torch.where(mask, idx, n).amin(-1)
+    last = torch.where(mask, idx, -1).amax(-1)
+    return first.clamp(max=n - 1), (last - first + 1).clamp(min=0)
 
 def _span(first:Tensor, length:Tensor, n:int):
     "Indices `[..., L]` of the windows (clamped to `n - 1`) and their validity mask."
@@ -210,9 +211,10 @@ class EffDetLabeler:
         # 1-D overlaps per level, [B, G, K, H] and [B, G, K, W]; their 1-D IoUs bound the 2-D IoU from above
         per, lb = [], gt.new_zeros(B, G)
         for start, H, W, K, ys, xs in levels:
-            ih = (torch.min(y2[..., None, None], ys[..., 1]) - torch.max(y1[..., None, None], ys[..., 0])).clamp(min=0).transpose(-1, -2)
-            iw = (torch.min(x2[..., None, None], xs[..., 1]) - torch.max(x1[..., None, None], xs[..., 0])).clamp(min=0).transpose(-1, -2)
-            ha, wa = (ys[..., 1] - ys[..., 0]).t(), (xs[..., 1] - xs[..., 0]).t()  # [K, H], [K, W]
+            ys, xs = ys.transpose(0, 1).contiguous(), xs.transpose(0, 1).contiguous()  # [K, H, 2], [K, W, 2]
+            ih = (torch.min(y2[..., None, None], ys[..., 1]) - torch.max(y1[..., None, None], ys[..., 0])).clamp(min=0)
+            iw = (torch.min(x2[..., None, None], xs[..., 1]) - torch.max(x1[..., None, None], xs[..., 0])).clamp(min=0)
+            ha, wa = ys[..., 1] - ys[..., 0], xs[..., 1] - xs[..., 0]  # [K, H], [K, W]
             # IoU <= ih*min(wg, wa) / (area_g + area_a - ih*min(wg, wa)), and likewise along x
             ka = (ha * wa[:, :1])[:, :1]  # [K, 1] anchor areas (every anchor of a shape has the same size)
             my = ih * torch.minimum(wg[..., None, None], wa[:, :1])
@@ -225,7 +227,7 @@ class EffDetLabeler:
             inter = hi * wj
             k = torch.arange(K, device=dev)
             union = (area_g[..., None] + ha[k, i[..., 0]] * wa[k, j[..., 0]]) - inter
-            lb = torch.maximum(lb, torch.where(inter == 0., torch.zeros_like(inter), inter / union).amax(-1))
+            lb = torch.maximum(lb, torch.where(inter == 0., 0., inter / union).amax(-1))
             per.append((start, H, W, K, ih, iw, ha, wa, by, bx))
         # candidates: 1-D bounds >= min(threshold, lower bound) - margin; degenerate boxes take every anchor
         t = (torch.minimum(lb, torch.full_like(lb, self.match_threshold)) - 1e-4)
@@ -241,7 +243,7 @@ class EffDetLabeler:
             hi, wj = ih.gather(-1, r), iw.gather(-1, c)
             inter = hi[..., :, None] * wj[..., None, :]
             union = (area_g[..., None, None, None] + ha[k, r][..., :, None] * wa[k, c][..., None, :]) - inter
-            iou = torch.where(inter == 0., torch.zeros_like(inter), inter / union)
+            iou = torch.where(inter == 0., 0., inter / union)
             ok = (rok[..., :, None] & cok[..., None, :]).reshape(-1).nonzero().squeeze(1)
             anchor = start + (r[..., :, None] * W + c[..., None, :]) * K + k[..., None]
             bg = torch.div(ok, iou[0, 0].numel(), rounding_mode='floor')
