@@ -58,11 +58,6 @@ def detections_to_pixels(
     return px + px.new_tensor([x0, y0, x0, y0])
 
 # %% ../nbs/20_learner.ipynb #c007
-def _pad_targets(samples):
-    "`det_pad` when the samples carry targets, identity for bare test images."
-    from fastdet.data.core import det_pad
-    return det_pad(samples) if len(samples[0]) >= 3 else samples
-
 class DetLearner(Learner):
     "A fastai `Learner` for detection: `predict` in the original image's pixels, `show_results` beside the ground truth."
     def predict(self,
@@ -73,8 +68,7 @@ class DetLearner(Learner):
         if not isinstance(item, (str, Path, DetRecord, DetImage)):  # in-memory images enter after the type transforms
             if isinstance(item, Image.Image) and item.mode != 'RGB': item = item.convert('RGB')
             item = DetImage.create(item)
-        # test items have no targets: `det_pad` (the block's `before_batch`) expects (image, boxes, labels)
-        dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0, before_batch=_pad_targets)
+        dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0)
         img = dl.dataset[0][0]  # after the type transforms: the image as given
         _, _, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
         boxes, labels, scores = unpad(*dec)[0]

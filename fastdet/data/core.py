@@ -192,10 +192,11 @@ class DetResize(Resize):
 
 # %% ../../nbs/01_data.core.ipynb #c018
 def det_pad(
-    samples:list, # 3-tuples `(image, TensorBBox, TensorMultiCategory)`
+    samples:list, # 3-tuples `(image, TensorBBox, TensorMultiCategory)`; or images alone (`test_dl` items)
     pad_idx:int=0, # Label given to padding
 )->list:
     "`bb_pad` with integer labels, also for images without objects (whose labels fastai makes a float tensor)."
+    if len(samples[0]) < 3: return samples  # test items carry no targets: nothing to pad
     return bb_pad([(s[0], s[1], s[2].long()) for s in samples], pad_idx=pad_idx)
 
 def _record_file(r): return r.file
