@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from fastcore.script import call_parse, anno_parser, store_true
 from fastai.learner import load_learner
+from fastai.callback.core import Callback, CancelValidException
+from fastai.vision.augment import Flip
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
 from .data.core import DetDataLoaders, DetRecord, ImageError, open_image
@@ -19,9 +21,9 @@ from .data.readers import read_coco, read_voc, read_yolo, read_csv
 from .data.shapes import make_shapes, SHAPE_CLASSES
 
 # %% auto #0
-__all__ = ['FORMATS', 'SHAPES_RECIPE', 'IMAGE_EXTS', 'CLIError', 'detect_format', 'read_records', 'make_learner', 'coco_table',
-           'evaluate', 'train', 'load_model', 'predict', 'evaluate_model', 'fastdet_train', 'fastdet_predict',
-           'fastdet_eval', 'main']
+__all__ = ['FORMATS', 'SHAPES_RECIPE', 'IMAGE_EXTS', 'CLIError', 'detect_format', 'read_records', 'ValidateLastEpoch',
+           'make_learner', 'coco_table', 'evaluate', 'train', 'load_model', 'predict', 'evaluate_model',
+           'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'main']
 
 # %% ../nbs/40_cli.ipynb #c006
 FORMATS = ('coco', 'voc', 'yolo', 'csv')
@@ -69,7 +71,13 @@ def read_records(
     return read_csv(p)
 
 # %% ../nbs/40_cli.ipynb #c009
-SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=192, bs=16, epochs=12, lr=4e-3, n=1000)
+SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200)
+
+class ValidateLastEpoch(Callback):
+    "Skip fastai's validation except after the last epoch (the metrics of the finished model are what `train` reports)."
+    order = 0
+    def before_validate(self):
+        if self.epoch < self.n_epoch - 1: raise CancelValidException()
 
 def _is_effdet(arch:str)->bool:
     from effdet.config.model_config import efficientdet_model_param_dict
@@ -112,13 +120,14 @@ def evaluate(learn, dl=None, voc:bool=False)->dict:
 
 # %% ../nbs/40_cli.ipynb #c010
 def _data_dls(data, fmt, size, bs, n, seed, **kwargs):
+    kwargs.setdefault('batch_tfms', [Flip()])
     if data is None: return DetDataLoaders.from_shapes(n=n, size=size, bs=bs, seed=seed, **kwargs)
     recs = read_records(data, fmt)
     return DetDataLoaders.from_records(recs, size=size, bs=bs, seed=seed, **kwargs)
 
 def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['size'], bs=SHAPES_RECIPE['bs'],
           epochs=SHAPES_RECIPE['epochs'], lr=SHAPES_RECIPE['lr'], lr_find=False, pretrained=False, n=SHAPES_RECIPE['n'],
-          seed=0, out='fastdet_out', show=True):
+          seed=0, out='fastdet_out', show=True, every_epoch=False):
     "Train a detector; print the 12 COCO stats; write `model.pkl`, `predictions.png` and `stats.json` into `out`."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -133,9 +142,11 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
     if lr_find:
         lr = learn.lr_find(show_plot=False).valley
         print(f"lr_find suggests lr={lr:.2e}")
-    if pretrained: learn.fine_tune(epochs, lr)
-    else: learn.fit_one_cycle(epochs, lr)
-    stats = evaluate(learn)
+    cbs = [] if every_epoch else [ValidateLastEpoch()]
+    if pretrained: learn.fine_tune(epochs, lr, cbs=cbs)
+    else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
+    # the metrics share one COCOeval of the last validation: all 12 statistics are already there
+    stats = {k: max(float(v), 0.) for k, v in learn.metrics[0].stats.items()}
     print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
     learn.fastdet_version = fastdet.__version__
     learn.export(out.resolve()/'model.pkl')
@@ -240,9 +251,10 @@ def fastdet_train(
     n:int=SHAPES_RECIPE['n'], # Images of the built-in dataset
     seed:int=0, # Seed of the split (and of the built-in dataset)
     out:str='fastdet_out', # Folder for model.pkl, predictions.png, stats.json
+    every_epoch:store_true=False, # Validate after every epoch (default: only after the last, to save time)
 ):
     "Train a detector and print the 12 COCO statistics of its validation set."
-    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out)
+    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, every_epoch=every_epoch)
 
 @call_parse(pos=['model'])
 def fastdet_predict(
