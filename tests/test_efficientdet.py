@@ -1,4 +1,3 @@
-import warnings
 "EfficientDet through effdet: labelling, loss, decoding against effdet's own benches; freezing; learning."
 import io, time, contextlib, warnings
 import pytest
