@@ -152,7 +152,7 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
     learn.export(out.resolve()/'model.pkl')
     (out/'stats.json').write_text(json.dumps(stats, indent=1))
     if show:
-        with learn.no_bar(): learn.show_results(max_n=6, figsize=(12, 8))
+        with learn.no_bar(): learn.show_results(max_n=4, figsize=(8, 16))
         plt.savefig(out/'predictions.png', bbox_inches='tight'); plt.close('all')
     print(f"mAP@[.5:.95] = {stats['AP']:.3f}   (AP50 {stats['AP50']:.3f})   in {time.time() - t0:.0f} s")
     print(f"wrote {out/'model.pkl'}, {out/'predictions.png'}, {out/'stats.json'}")
