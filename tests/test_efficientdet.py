@@ -242,7 +242,7 @@ def coco_map(learn)->float:
 
 LEARN_CONFIG = dict(backbone_name='mobilenetv3_small_100', backbone_args=dict(), max_level=5, fpn_cell_repeats=1,
                     box_class_repeats=2)
-EPOCHS, LR = 6, 6e-3
+EPOCHS, LR = 8, 6e-3
 
 
 @pytest.mark.slow
@@ -250,7 +250,7 @@ def test_learns_shapes_from_scratch():
     """From scratch (no weights) on the built-in shapes at 256: COCO mAP@[.5:.95] >= 0.3 within 15 minutes.
 
     Config: effdet's `efficientdet_d0` table entry with a timm `mobilenetv3_small_100` backbone, levels P3-P5 (the
-    shapes are 38-115 px), one BiFPN cell, two head repeats (`LEARN_CONFIG`); schedule: `fit_one_cycle(6, 6e-3)`,
+    shapes are 38-115 px), one BiFPN cell, two head repeats (`LEARN_CONFIG`); schedule: `fit_one_cycle(8, 6e-3)` under `torch.manual_seed(0)`,
     fastai's Adam, bs 16, 800 training / 200 validation images. Measured on this 2-core machine shared with three
     other jobs: this schedule gave mAP 0.408 in 7.9 min (1 thread, load 2-5); 5 epochs under load 4-8 gave 0.311 in
     14.2 min. See the printed line for each run's figures.
@@ -259,6 +259,7 @@ def test_learns_shapes_from_scratch():
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if os.getloadavg()[0] > 1.5 else min(2, threads))
     try:
+        torch.manual_seed(0)
         t0 = time.time()
         dls = DetDataLoaders.from_shapes(n=1000, size=256, bs=16, num_workers=0)
         learn = efficientdet_learner(dls, 'efficientdet_d0', pretrained=False, config=LEARN_CONFIG)
