@@ -141,6 +141,10 @@ def _decode_error(fn):
     try: open_image(fn, quick=True)
     except ImageError as e: return str(e)
 
+def _clip(b:Tensor, h, w)->Tensor:
+    "Pixel xyxy boxes clipped to an image of `h` x `w`."
+    return torch.minimum(b.clamp(min=0), b.new_tensor([w, h, w, h]))
+
 def _check_one(r:DetRecord, vocab, report:CheckReport):
     hw = image_hw(r.file)
     r.hw = hw  # trust the image, not the annotation's declared size
@@ -148,14 +152,13 @@ def _check_one(r:DetRecord, vocab, report:CheckReport):
     b = r.boxes
     if len(b):
         if not torch.isfinite(b).all(): raise ValueError(f"{r.file}: non-finite box coordinates {b[~torch.isfinite(b).all(1)].tolist()}")
-        c = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w), b[:, 3].clamp(0, h)], 1)
+        c = _clip(b, h, w)
         keep = (c[:, 2] > c[:, 0]) & (c[:, 3] > c[:, 1])
         report.clipped += int(((c != b).any(1) & keep).sum())
         report.add('zero or negative area (after clipping to the image)', int((~keep).sum()), r.file)
         r.boxes, r.labels, r.difficult = c[keep], [l for l, k in zip(r.labels, keep.tolist()) if k], r.difficult[keep]
     if len(r.crowd):
-        cr = r.crowd
-        r.crowd = torch.stack([cr[:, 0].clamp(0, w), cr[:, 1].clamp(0, h), cr[:, 2].clamp(0, w), cr[:, 3].clamp(0, h)], 1)
+        r.crowd = _clip(r.crowd, h, w)
     if vocab is not None:
         unknown = sorted(set(r.labels) - set(vocab))
         if unknown: raise ValueError(f"{r.file}: class names {unknown} are not in the given vocab {list(vocab)}")
