@@ -67,6 +67,29 @@ def test_labeller_equals_effdet_hard_cases(arch, size):
         _check_same_targets(ref.batch_label_anchors(list(bx), list(cl.float())), ours(bx, cl))
 
 
+@pytest.mark.parametrize('arch,size', [('tf_efficientdet_d0', 256), ('tf_efficientdet_lite0', 384), ('efficientdet_d1', 640)])
+def test_labeller_equals_effdet_random_stress(arch, size):
+    "Boxes of every scale (sub-pixel to larger than the image), partly or wholly outside, degenerate, on the grid."
+    cfg = efficientdet_config(arch, num_classes=4, image_size=size)
+    anchors = Anchors.from_config(cfg)
+    ref, ours = AnchorLabeler(anchors, 4, match_threshold=.5), EffDetLabeler(anchors)
+    assert ours._anchors(torch.device('cpu'))[1] is not None  # the windowed search, not the dense reference
+    g = torch.Generator().manual_seed(size)
+    for _ in range(25):
+        B, G = 3, int(torch.randint(1, 16, (1,), generator=g))
+        yx = (torch.rand(B, G, 2, generator=g) * 1.4 - .2) * size
+        hw = torch.exp(torch.rand(B, G, 2, generator=g) * 9 - 3) * size / 100  # 0.05% .. 400% of the image
+        bx = torch.cat([yx, yx + hw], -1)
+        snap = torch.rand(B, G, generator=g) < .2
+        bx[snap] = torch.round(bx[snap] / 16) * 16  # on the anchor grid: ties between anchors
+        bx[0, -1] = bx[0, 0]  # duplicate: ties between boxes
+        flat = torch.rand(B, G, generator=g) < .05
+        bx[flat, 2] = bx[flat, 0]  # no height
+        cl = torch.randint(1, 5, (B, G), generator=g)
+        cl[torch.rand(B, G, generator=g) < .15] = -1
+        _check_same_targets(ref.batch_label_anchors(list(bx), list(cl.float())), ours(bx, cl))
+
+
 def test_labeller_batch_without_boxes_and_issue_44():
     cfg = efficientdet_config('tf_efficientdet_d0', num_classes=1, image_size=512)
     anchors = Anchors.from_config(cfg)

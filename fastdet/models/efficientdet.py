@@ -8,6 +8,8 @@ Docs: https://fastdet.github.io/fastdet/models.efficientdet.html.md"""
 # %% ../../nbs/13_models.efficientdet.ipynb #c001
 from __future__ import annotations
 import copy, difflib
+from functools import partial
+from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 from fastcore.basics import ifnone
@@ -112,41 +114,52 @@ def _encode(boxes:Tensor, anchors:Tensor, eps:float=1e-7)->Tensor:
     ha, wa, h, w = ha + eps, wa + eps, h + eps, w + eps
     return torch.stack([(yc - yca) / ha, (xc - xca) / wa, torch.log(h / ha), torch.log(w / wa)], -1)
 
-def _levels(boxes:Tensor, shapes:list):
-    "Per level `(start, H, W, K, ys [H,K,2], xs [W,K,2])` if the anchors are a separable grid (effdet's are), else None."
-    out, start = [], 0
-    for h, w, k in shapes:
-        a = boxes[start:start + h * w * k].reshape(h, w, k, 4)
-        ys, xs = a[:, 0, :, 0::2], a[0, :, :, 1::2]
-        if not (torch.equal(a[..., 0::2], ys[:, None].expand(h, w, k, 2)) and
-                torch.equal(a[..., 1::2], xs[None].expand(h, w, k, 2))): return None
-        out.append((start, h, w, k, ys, xs))
-        start += h * w * k
-    return out
+def _grid(boxes:Tensor, shapes:list):
+    """effdet's anchors as a separable grid, or None if they are not one. Per group `s` (one anchor shape of one
+    level): its rows' y-extents `ys [S, P, 2]`, heights `hs` and centres `cy [S, P]` (padded past its `n_rows`
+    rows with far-away centres), the same for columns (`xs`, `ws`, `cx`, `n_cols`), the group's anchor size
+    `ha, wa [S, 1]`, and where its anchors sit in the anchor list: `(r, c)` is `first + r*row_step + c*col_step`."""
+    P = max(max(h, w) for h, w, _ in shapes)
+    far = boxes.new_full((P, 2), 1e9)
+    ys, xs, first, row_step, col_step, n_rows, n_cols, start = [], [], [], [], [], [], [], 0
+    for h, w, K in shapes:
+        a = boxes[start:start + h * w * K].reshape(h, w, K, 4)
+        y, x = a[:, 0, :, 0::2], a[0, :, :, 1::2]  # [H, K, 2], [W, K, 2]
+        if not (torch.equal(a[..., 0::2], y[:, None].expand(h, w, K, 2)) and
+                torch.equal(a[..., 1::2], x[None].expand(h, w, K, 2))): return None
+        # rows and columns must be ordered
+        if (y[1:].mean(-1) <= y[:-1].mean(-1)).any() or (x[1:].mean(-1) <= x[:-1].mean(-1)).any(): return None
+        for k in range(K):
+            ys.append(torch.cat([y[:, k], far[h:]])); xs.append(torch.cat([x[:, k], far[w:]]))
+            first.append(start + k); row_step.append(w * K); col_step.append(K); n_rows.append(h); n_cols.append(w)
+        start += h * w * K
+    ys, xs = torch.stack(ys), torch.stack(xs)
+    cy, cx = ys.mean(-1), xs.mean(-1)
+    hs, ws = ys[..., 1] - ys[..., 0], xs[..., 1] - xs[..., 0]
+    t = partial(torch.tensor, device=boxes.device)
+    return SimpleNamespace(ys=ys, xs=xs, hs=hs, ws=ws, cy=cy, cx=cx, ha=hs[:, :1], wa=ws[:, :1],
+                           n_rows=t(n_rows)[:, None], n_cols=t(n_cols)[:, None],
+                           first=t(first), row_step=t(row_step), col_step=t(col_step))
 
-def _window(mask:Tensor):
-    "First index `[...]` and length `[...]` of the span of True along the last dim of `mask`."
-    n = mask.shape[-1]
-    idx = torch.arange(n, device=mask.device)
-    first = torch.where(mask, idx, n).amin(-1)
-    last = torch.where(mask, idx, -1).amax(-1)
-    return first.clamp(max=n - 1), (last - first + 1).clamp(min=0)
+def _largest_overlap(c:Tensor, h:Tensor, centres:Tensor, n:Tensor, size:Tensor)->Tensor:
+    "Largest 1-D overlap `[S, N]` of segments (centre `c`, length `h`, `[N]`) with each group's rows (`centres [S, P]`)."
+    i = torch.searchsorted(centres, c.expand(len(centres), -1).contiguous())
+    near = torch.minimum((centres.gather(1, (i - 1).clamp(min=0)) - c).abs(),
+                         (centres.gather(1, torch.minimum(i, n - 1)) - c).abs())  # nearest row centre
+    return torch.minimum(torch.minimum(h, size), (h + size) / 2 - near).clamp(min=0)
 
-def _span(first:Tensor, length:Tensor, n:int):
-    "Indices `[..., L]` of the windows (clamped to `n - 1`) and their validity mask."
-    L = int(length.max()) if length.numel() else 0
-    r = torch.arange(L, device=first.device)
-    return (first[..., None] + r).clamp(max=n - 1), r < length[..., None]
+def _rows_within(c:Tensor, d:Tensor, centres:Tensor, n:Tensor)->tuple:
+    "First and last row `[S, N]` whose centre is within `d` of `c`, widened by one row each side (for rounding)."
+    lo = torch.searchsorted(centres, (c - d).contiguous()) - 1
+    hi = torch.searchsorted(centres, (c + d).contiguous(), right=True)
+    return lo.clamp(min=0), torch.minimum(hi, n - 1)
 
-def _first_per_group(key:Tensor, *order:Tensor)->tuple:
-    "For each distinct `key`: the key and the first entry of `order[-1]` after sorting by `order` (lexicographic)."
-    idx = torch.arange(len(key), device=key.device)
-    for o in reversed(order): idx = idx[torch.sort(o[idx], stable=True)[1]]
-    idx = idx[torch.sort(key[idx], stable=True)[1]]
-    k = key[idx]
-    first = torch.ones_like(k, dtype=torch.bool)
-    first[1:] = k[1:] != k[:-1]
-    return k[first], order[-1][idx][first]
+def _best_per_key(key:Tensor, value:Tensor, idx:Tensor)->tuple:
+    "Each distinct `key`, and the smallest `idx` among its entries of largest `value` (`torch.max`'s tie-break)."
+    keys, inv = torch.unique(key, return_inverse=True)
+    top = value.new_full((len(keys),), -float('inf')).scatter_reduce_(0, inv, value, 'amax')
+    win = value == top[inv]
+    return keys, torch.full_like(keys, torch.iinfo(idx.dtype).max).scatter_reduce_(0, inv[win], idx[win], 'amin')
 
 class EffDetLabeler:
     "effdet's `AnchorLabeler.batch_label_anchors` as batched tensor ops, on the device of its inputs."
@@ -162,7 +175,7 @@ class EffDetLabeler:
     def _anchors(self, device):
         if device not in self._on:
             b = self.boxes.to(device)
-            self._on[device] = (b, _levels(b, self.shapes))
+            self._on[device] = (b, _grid(b, self.shapes) if self.match_threshold > 0 else None)
         return self._on[device]
 
     def match(self,
@@ -170,19 +183,19 @@ class EffDetLabeler:
         gt_classes:Tensor, # `[B, G]`, `-1` (or below) for padding
     )->Tensor:
         "Index `[B, A]` of the box each anchor is assigned to, or `-1` (effdet's `ArgMaxMatcher`, forced rows)."
-        anchors, levels = self._anchors(gt_boxes.device)
+        anchors, grid = self._anchors(gt_boxes.device)
         B, G, A = *gt_classes.shape, len(anchors)
         if G == 0: return gt_classes.new_full((B, A), -1, dtype=torch.long)
-        if levels is None: return self._match_dense(gt_boxes.float(), gt_classes, anchors)
-        key, box = self._match_sparse(gt_boxes.float(), gt_classes, levels, A)
+        if grid is None: return self._match_dense(gt_boxes.float(), gt_classes, anchors)
+        key, box = self._match_sparse(gt_boxes.float(), gt_classes, grid, A)
         return torch.full((B * A,), -1, dtype=torch.long, device=gt_boxes.device).index_put_((key,), box).view(B, A)
 
     def _positives(self, gt_boxes, gt_classes):
         "`(image, anchor, box)` index triples of the positive anchors."
-        anchors, levels = self._anchors(gt_boxes.device)
+        anchors, grid = self._anchors(gt_boxes.device)
         B, G, A = *gt_classes.shape, len(anchors)
-        if G and levels is not None:
-            key, box = self._match_sparse(gt_boxes.float(), gt_classes, levels, A)
+        if G and grid is not None:
+            key, box = self._match_sparse(gt_boxes.float(), gt_classes, grid, A)
             return torch.div(key, A, rounding_mode='floor'), key % A, box
         m = self.match(gt_boxes, gt_classes)
         bi, ai = (m >= 0).nonzero(as_tuple=True)
@@ -200,75 +213,58 @@ class EffDetLabeler:
         forced, rows = force.max(1)
         return torch.where(forced, rows, matches)
 
-    def _match_sparse(self, gt, cls, levels, A):
-        "The same matching, computing exact IoUs only where they can matter (see the notes below)."
+    def _match_sparse(self, gt, cls, grid, A):
+        "The same matching, computing exact IoUs only where they can matter (see the notes above)."
         B, G = cls.shape
-        dev = gt.device
-        valid = cls > -1
-        y1, x1, y2, x2 = gt.unbind(-1)
+        N, thr, dev = B * G, self.match_threshold, gt.device
+        valid = cls.reshape(N) > -1
+        y1, x1, y2, x2 = gt.reshape(N, 4).unbind(-1)
         hg, wg = y2 - y1, x2 - x1
-        area_g = hg * wg
-        # 1-D overlaps per level, [B, G, K, H] and [B, G, K, W]; their 1-D IoUs bound the 2-D IoU from above
-        per, lb = [], gt.new_zeros(B, G)
-        for start, H, W, K, ys, xs in levels:
-            ys, xs = ys.transpose(0, 1).contiguous(), xs.transpose(0, 1).contiguous()  # [K, H, 2], [K, W, 2]
-            ih = (torch.min(y2[..., None, None], ys[..., 1]) - torch.max(y1[..., None, None], ys[..., 0])).clamp(min=0)
-            iw = (torch.min(x2[..., None, None], xs[..., 1]) - torch.max(x1[..., None, None], xs[..., 0])).clamp(min=0)
-            ha, wa = ys[..., 1] - ys[..., 0], xs[..., 1] - xs[..., 0]  # [K, H], [K, W]
-            # IoU <= ih*min(wg, wa) / (area_g + area_a - ih*min(wg, wa)), and likewise along x
-            ka = (ha * wa[:, :1])[:, :1]  # [K, 1] anchor areas (every anchor of a shape has the same size)
-            my = ih * torch.minimum(wg[..., None, None], wa[:, :1])
-            mx = iw * torch.minimum(hg[..., None, None], ha[:, :1])
-            by = (my / (area_g[..., None, None] + ka - my)).nan_to_num(-1.)
-            bx = (mx / (area_g[..., None, None] + ka - mx)).nan_to_num(-1.)
-            # a lower bound of each box's best IoU: the exact IoU of the anchor best in both 1-D directions
-            i, j = by.argmax(-1, keepdim=True), bx.argmax(-1, keepdim=True)
-            hi, wj = ih.gather(-1, i)[..., 0], iw.gather(-1, j)[..., 0]
-            inter = hi * wj
-            k = torch.arange(K, device=dev)
-            union = (area_g[..., None] + ha[k, i[..., 0]] * wa[k, j[..., 0]]) - inter
-            lb = torch.maximum(lb, torch.where(inter == 0., 0., inter / union).amax(-1))
-            per.append((start, H, W, K, ih, iw, ha, wa, by, bx))
-        # candidates: 1-D bounds >= min(threshold, lower bound) - margin; degenerate boxes take every anchor
-        t = (torch.minimum(lb, torch.full_like(lb, self.match_threshold)) - 1e-4)
-        t = torch.where((hg > 0) & (wg > 0) & lb.isfinite(), t, torch.full_like(t, -float('inf')))[..., None, None]
-        eb, eg, ea, ev = [], [], [], []
-        for start, H, W, K, ih, iw, ha, wa, by, bx in per:
-            fr, lr = _window(((by >= t) | t.isneginf()) & valid[..., None, None])
-            fc, lc = _window(((bx >= t) | t.isneginf()) & valid[..., None, None])
-            r, rok = _span(fr, lr, H)
-            c, cok = _span(fc, lc, W)
-            if r.shape[-1] == 0 or c.shape[-1] == 0: continue
-            k = torch.arange(K, device=dev)[:, None]
-            hi, wj = ih.gather(-1, r), iw.gather(-1, c)
-            inter = hi[..., :, None] * wj[..., None, :]
-            union = (area_g[..., None, None, None] + ha[k, r][..., :, None] * wa[k, c][..., None, :]) - inter
-            iou = torch.where(inter == 0., 0., inter / union)
-            ok = (rok[..., :, None] & cok[..., None, :]).reshape(-1).nonzero().squeeze(1)
-            anchor = start + (r[..., :, None] * W + c[..., None, :]) * K + k[..., None]
-            bg = torch.div(ok, iou[0, 0].numel(), rounding_mode='floor')
-            eb.append(torch.div(bg, G, rounding_mode='floor')); eg.append(bg % G)
-            ea.append(anchor.reshape(-1)[ok]); ev.append(iou.reshape(-1)[ok])
-        if not eb: return gt.new_zeros(0, dtype=torch.long), gt.new_zeros(0, dtype=torch.long)
-        eb, eg, ea, ev = (torch.cat(o) for o in (eb, eg, ea, ev))
-        # each anchor with IoU >= threshold takes its best box (the first one on ties)
-        pos = ev >= self.match_threshold
-        ka, kg = _first_per_group(eb[pos] * A + ea[pos], -ev[pos], eg[pos])
-        # force_match_for_each_row: each real box takes its best anchor (first on ties); the first box wins an anchor
-        bg = eb * G + eg  # (scatter-reduce into B*G slots: cheaper than sorting every candidate)
-        top = torch.full((B * G,), -float('inf'), device=dev).scatter_reduce(0, bg, ev, 'amax')
-        win = ev == top[bg]
-        ga = torch.full((B * G,), A, dtype=torch.long, device=dev).scatter_reduce(0, bg[win], ea[win], 'amin')
-        gk = torch.arange(B * G, device=dev)[ga < A]
-        ga = ga[gk]
-        fk, fg = _first_per_group(torch.div(gk, G, rounding_mode='floor') * A + ga, gk % G)
-        # forced matches override: sort the forced ones last, keep the last entry per anchor
-        key = torch.cat([ka, fk]); val = torch.cat([kg, fg])
-        o = torch.sort(key, stable=True)[1]
-        key, val = key[o], val[o]
-        last = torch.ones_like(key, dtype=torch.bool)
-        last[:-1] = key[1:] != key[:-1]
-        return key[last], val[last]
+        area = hg * wg
+        yc, xc = (y1 + y2) / 2, (x1 + x2) / 2
+        ha, wa, ka = grid.ha, grid.wa, grid.ha * grid.wa  # [S, 1]: the anchors of a group have one size
+        # each box's best IoU in each group [S, N] (up to rounding): the largest overlaps along y and along x
+        inter = (_largest_overlap(yc, hg, grid.cy, grid.n_rows, ha) * _largest_overlap(xc, wg, grid.cx, grid.n_cols, wa))
+        best = torch.where(inter == 0., 0., inter / (area + ka - inter)).amax(0)
+        # candidates: anchors whose IoU can reach t = min(threshold, best), less a margin for rounding. With the
+        # overlap along x at most min(wg, wa), IoU >= t needs an overlap along y of at least ty, i.e. a row centre
+        # within (hg + ha)/2 - ty of the box's centre (and the same along x)
+        t = torch.minimum(best, torch.full_like(best, thr)) - 1e-4
+        tp = t.clamp(min=0) * (area + ka) / (1 + t)
+        ty, tx = tp / torch.minimum(wg, wa), tp / torch.minimum(hg, ha)
+        r0, r1 = _rows_within(yc, ((hg + ha) / 2 - ty).clamp(min=0), grid.cy, grid.n_rows)
+        c0, c1 = _rows_within(xc, ((wg + wa) / 2 - tx).clamp(min=0), grid.cx, grid.n_cols)
+        slack = 1 - 1e-3
+        s, n = (valid & (torch.minimum(hg, ha) >= ty * slack) & (torch.minimum(wg, wa) >= tx * slack)).nonzero(as_tuple=True)
+        # every (row, column) of each candidate window, as one flat list
+        r0, c0, nr, nc = r0[s, n], c0[s, n], (r1 - r0 + 1)[s, n], (c1 - c0 + 1)[s, n]
+        size = nr * nc
+        k = torch.repeat_interleave(torch.arange(len(s), device=dev), size)
+        local = torch.arange(len(k), device=dev) - (torch.cumsum(size, 0) - size)[k]
+        r, c, s, n = r0[k] + torch.div(local, nc[k], rounding_mode='floor'), c0[k] + local % nc[k], s[k], n[k]
+        # exact IoUs there, with effdet's operations
+        ih = (torch.min(y2[n], grid.ys[s, r, 1]) - torch.max(y1[n], grid.ys[s, r, 0])).clamp(min=0)
+        iw = (torch.min(x2[n], grid.xs[s, c, 1]) - torch.max(x1[n], grid.xs[s, c, 0])).clamp(min=0)
+        inter = ih * iw
+        iou = torch.where(inter == 0., 0., inter / ((area[n] + grid.hs[s, r] * grid.ws[s, c]) - inter))
+        keep = (iou >= t[n]) & (iou > 0)
+        en, ev, s = n[keep], iou[keep], s[keep]
+        ea = grid.first[s] + r[keep] * grid.row_step[s] + c[keep] * grid.col_step[s]
+        # a real box that overlaps no anchor (a degenerate one, as in effdet issue #44) has IoU 0 everywhere:
+        # effdet's argmax forces it onto anchor 0
+        z = (valid & ~torch.zeros_like(valid).index_fill_(0, en, True)).nonzero().squeeze(1)
+        en, ea, ev = torch.cat([en, z]), torch.cat([ea, torch.zeros_like(z)]), torch.cat([ev, gt.new_zeros(len(z))])
+        # each anchor with IoU >= threshold takes its best box (the first one on ties), keyed by image * A + anchor
+        image = lambda i: torch.div(i, G, rounding_mode='floor')
+        pos = ev >= thr
+        pk, pg = _best_per_key(image(en[pos]) * A + ea[pos], ev[pos], en[pos] % G)
+        # force_match_for_each_row: each real box takes its best anchor (the first one on ties) ...
+        box, fa = _best_per_key(en, ev, ea)
+        # ... where boxes force the same anchor, the first box wins it ...
+        fk, fg = _best_per_key(image(box) * A + fa, torch.zeros_like(fa, dtype=ev.dtype), box % G)
+        # ... and forced matches override the others
+        prio = torch.cat([torch.zeros_like(pk), torch.ones_like(fk)]).to(ev.dtype)
+        return _best_per_key(torch.cat([pk, fk]), prio, torch.cat([pg, fg]))
 
 
     def __call__(self,
