@@ -37,11 +37,17 @@ def _check_same_targets(ref, ours):
         torch.testing.assert_close(b, a, rtol=0, atol=0, equal_nan=True)
 
 
+def _labellers(arch, size, n_classes):
+    "effdet's `AnchorLabeler` and fastdet's `EffDetLabeler` on `arch`'s anchors at `size`."
+    anchors = Anchors.from_config(efficientdet_config(arch, num_classes=n_classes, image_size=size))
+    ours = EffDetLabeler(anchors)
+    assert ours._anchors(torch.device('cpu'))[1] is not None  # the windowed search, not the dense reference
+    return AnchorLabeler(anchors, n_classes, match_threshold=.5), ours
+
+
 @pytest.mark.parametrize('n_boxes', [[0, 0, 0], [1, 1, 1], [1, 0, 5], [12, 3, 7, 0]])
 def test_labeller_equals_effdet(n_boxes):
-    cfg = efficientdet_config('tf_efficientdet_d0', num_classes=3, image_size=256)
-    anchors = Anchors.from_config(cfg)
-    ref, ours = AnchorLabeler(anchors, 3, match_threshold=.5), EffDetLabeler(anchors)
+    ref, ours = _labellers('tf_efficientdet_d0', 256, 3)
     gen = torch.Generator().manual_seed(sum(n_boxes))
     for G in sorted({max(n_boxes), max(n_boxes) + 2}):
         boxes, cls = _random_targets(gen, len(n_boxes), G, n_boxes, 256)
@@ -51,9 +57,7 @@ def test_labeller_equals_effdet(n_boxes):
 @pytest.mark.parametrize('arch,size', [('tf_efficientdet_d0', 512), ('tf_efficientdet_lite0', 384), ('efficientdet_d0', 256)])
 def test_labeller_equals_effdet_hard_cases(arch, size):
     "Tiny, huge and elongated boxes, duplicates (ties between boxes), grid-aligned boxes (ties between anchors)."
-    cfg = efficientdet_config(arch, num_classes=5, image_size=size)
-    anchors = Anchors.from_config(cfg)
-    ref, ours = AnchorLabeler(anchors, 5, match_threshold=.5), EffDetLabeler(anchors)
+    ref, ours = _labellers(arch, size, 5)
     for seed in range(12):
         g = torch.Generator().manual_seed(seed)
         B, G = 4, 3 + seed
@@ -70,10 +74,7 @@ def test_labeller_equals_effdet_hard_cases(arch, size):
 @pytest.mark.parametrize('arch,size', [('tf_efficientdet_d0', 256), ('tf_efficientdet_lite0', 384), ('efficientdet_d1', 640)])
 def test_labeller_equals_effdet_random_stress(arch, size):
     "Boxes of every scale (sub-pixel to larger than the image), partly or wholly outside, degenerate, on the grid."
-    cfg = efficientdet_config(arch, num_classes=4, image_size=size)
-    anchors = Anchors.from_config(cfg)
-    ref, ours = AnchorLabeler(anchors, 4, match_threshold=.5), EffDetLabeler(anchors)
-    assert ours._anchors(torch.device('cpu'))[1] is not None  # the windowed search, not the dense reference
+    ref, ours = _labellers(arch, size, 4)
     g = torch.Generator().manual_seed(size)
     for _ in range(25):
         B, G = 3, int(torch.randint(1, 16, (1,), generator=g))
@@ -91,9 +92,7 @@ def test_labeller_equals_effdet_random_stress(arch, size):
 
 
 def test_labeller_batch_without_boxes_and_issue_44():
-    cfg = efficientdet_config('tf_efficientdet_d0', num_classes=1, image_size=512)
-    anchors = Anchors.from_config(cfg)
-    ref, ours = AnchorLabeler(anchors, 1, match_threshold=.5), EffDetLabeler(anchors)
+    ref, ours = _labellers('tf_efficientdet_d0', 512, 1)
     # a batch in which no image has an object: no box columns at all
     empty_b, empty_c = torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long)
     o = ours(empty_b, empty_c)
