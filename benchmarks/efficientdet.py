@@ -29,7 +29,8 @@ def _median_pair(f, g, reps, stat=statistics.median):
 
 def bench_labelling(reps):
     from effdet.anchors import Anchors, AnchorLabeler
-    from fastdet.models.efficientdet import EffDetLabeler, efficientdet_config
+    from fastdet.anchors.efficientdet import EffDetLabeler
+    from fastdet.models.efficientdet import efficientdet_config
     cfg = efficientdet_config('tf_efficientdet_d0', num_classes=20, image_size=512)
     anchors = Anchors.from_config(cfg)
     ref, ours = AnchorLabeler(anchors, 20, match_threshold=.5), EffDetLabeler(anchors)
@@ -54,8 +55,8 @@ def bench_step(reps, size, bs):
     from effdet import DetBenchTrain
     from fastai.optimizer import OptimWrapper
     from fastdet.data.core import DetDataLoaders
-    import fastdet.data.shapes  # noqa: F401
-    from fastdet.models.efficientdet import efficientdet_learner, effdet_targets
+    from fastdet.learner import efficientdet_learner
+    from fastdet.losses.efficientdet import effdet_targets
     dls = DetDataLoaders.from_shapes(n=4 * bs, size=size, render_size=size, bs=bs, seed=5, num_workers=0)
     opt_func = partial(OptimWrapper, opt=torch.optim.AdamW)  # the same optimiser on both sides
     learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, opt_func=opt_func, lr=1e-4)

@@ -15,7 +15,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from fastdet.boxes import convert_boxes, pixels_to_bbox, pad
+from fastai.vision.core import TensorBBox
+from fastai.vision.data import bb_pad
+from fastdet.boxes import convert_boxes, pixels_to_bbox, pad_detections
 from fastdet.metrics import COCO_STATS, COCOMetric, coco_backend
 
 
@@ -54,8 +56,11 @@ def filled_metric(data, bs=32):
     m.input_hw = (512, 512)
     for s in range(0, len(data), bs):
         b = data[s:s + bs]
-        preds = pad([(pixels_to_bbox(db, hw), dl, ds) for hw, gb, gl, db, dl, ds in b], length=100)
-        targs = pad([(pixels_to_bbox(gb, hw), gl) for hw, gb, gl, db, dl, ds in b])
+        img = torch.cat([torch.full((len(d[4]),), i) for i, d in enumerate(b)])
+        preds = pad_detections(img, torch.cat([pixels_to_bbox(d[3], d[0]) for d in b]), torch.cat([d[4] for d in b]),
+                               torch.cat([d[5] for d in b]), len(b), 100)
+        padded = bb_pad([(None, TensorBBox(pixels_to_bbox(gb, hw)), gl) for hw, gb, gl, db, dl, ds in b])
+        targs = torch.stack([p[1] for p in padded]), torch.stack([p[2] for p in padded])
         m.accum_values(preds, targs)
     m._acc.items = [SimpleNamespace(hw=d[0], crowd=None, difficult=None) for d in data]
     m._acc.vocab = ['#na#'] + [f'c{i}' for i in range(1, 21)]

@@ -12,8 +12,10 @@ import torch
 from torchvision.ops import box_iou
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.models.detection import _utils as det_utils
-from fastdet.boxes import bbox_to_pixels, pad
-from fastdet.anchors import match_anchors
+from fastai.vision.core import TensorBBox
+from fastai.vision.data import bb_pad
+from fastdet.boxes import bbox_to_pixels
+from fastdet.anchors.ssd import match_anchors
 from fastdet.models.ssd import create_ssd, fm_sizes
 from fastdet.losses.ssd import MultiBoxLoss
 
@@ -34,13 +36,18 @@ def batch(bs, n_classes, size=300, seed=0):
     x = torch.randn(bs, 3, size, size, generator=g)
     return x, items
 
+def pad(items):
+    "Per-image `(boxes, labels)` as one batch padded by fastai's `bb_pad`."
+    padded = bb_pad([(None, TensorBBox(b), l) for b, l in items])
+    return torch.stack([p[1] for p in padded]), torch.stack([p[2] for p in padded])
+
 def main(bs=8, iters=3, n_classes=20):
     x, items = batch(bs, n_classes)
     boxes, labels = pad(items)
     tv_targets = [dict(boxes=bbox_to_pixels(b, (300, 300)), labels=l) for b, l in items]
     tv_images = list((x - x.min()) / (x.max() - x.min()))  # torchvision normalises inside its transform
 
-    ours = create_ssd('ssd300_vgg16', n_classes=n_classes)
+    ours = create_ssd('ssd300_vgg16', num_classes=n_classes)
     tv = ssd300_vgg16(num_classes=n_classes + 1, weights=None, weights_backbone=None)
     loss_func = MultiBoxLoss()
     opt_o = torch.optim.SGD(ours.parameters(), lr=1e-4); opt_t = torch.optim.SGD(tv.parameters(), lr=1e-4)

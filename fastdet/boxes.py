@@ -10,9 +10,11 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 from fastai.vision.core import TensorBBox
+from fastai.vision.augment import Resize, ResizeMethod
 
 # %% auto #0
-__all__ = ['PIXEL_FORMATS', 'convert_boxes', 'bbox_to_pixels', 'pixels_to_bbox', 'is_padding', 'unpad', 'pad']
+__all__ = ['PIXEL_FORMATS', 'convert_boxes', 'bbox_to_pixels', 'pixels_to_bbox', 'is_padding', 'unpad', 'pad_detections',
+           'input_window', 'detections_to_pixels']
 
 # %% ../nbs/00_boxes.ipynb #c005
 PIXEL_FORMATS = ('xyxy', 'yxyx', 'xywh', 'cxcywh')
@@ -77,19 +79,45 @@ def unpad(
     keep = ~is_padding(boxes, labels, pad_idx)
     return [tuple(t[i][k] for t in (boxes, labels, *extra)) for i, k in enumerate(keep)]
 
-def pad(
-    items:list, # Per-image tuples `(boxes [G_i, 4], labels [G_i], ...)`
-    pad_idx:int=0, # Label given to padding
-    length:int=None, # Pad to this length (default: the longest)
+def pad_detections(
+    img:Tensor, # `[N]` image index of each detection, by decreasing score (as `batched_nms` returns them)
+    boxes:Tensor, # `[N, 4]` boxes
+    labels:Tensor, # `[N]` class ids (`1..C`; 0 is padding)
+    scores:Tensor, # `[N]` scores
+    n_images:int, # Images in the batch (`B`)
+    max_det:int, # Detections kept per image (`K`)
 )->tuple:
-    "Stack per-image tensors, padding like `bb_pad`: zero boxes (and extras) and label `pad_idx`."
-    n = max([len(it[1]) for it in items] + [0]) if length is None else length
-    out = []
-    for j in range(len(items[0])):
-        ts = [it[j] for it in items]
-        padded = []
-        for t in ts:
-            fill = t.new_full((n - len(t), *t.shape[1:]), pad_idx if j == 1 else 0)
-            padded.append(torch.cat([t, fill]))
-        out.append(torch.stack(padded))
-    return tuple(out)
+    "The `max_det` best detections of each image, padded with zeros: `(boxes [B, K, 4], labels [B, K], scores [B, K])`."
+    order = torch.sort(img, stable=True).indices  # grouped by image, each group still by decreasing score
+    img = img[order]
+    counts = torch.bincount(img, minlength=n_images)
+    rank = torch.arange(len(img), device=img.device) - (torch.cumsum(counts, 0) - counts)[img]
+    keep = rank < max_det
+    order, img, rank = order[keep], img[keep], rank[keep]
+    out_b = boxes.new_zeros(n_images, max_det, 4); out_l = labels.new_zeros(n_images, max_det); out_s = scores.new_zeros(n_images, max_det)
+    out_b[img, rank] = boxes[order]; out_l[img, rank] = labels[order]; out_s[img, rank] = scores[order]
+    return out_b, out_l, out_s
+
+# %% ../nbs/00_boxes.ipynb #n020
+def input_window(
+    hw:tuple, # `(h, w)` of the image as given
+    rsz:Resize=None, # The validation `Resize` (None: the model saw the whole image)
+)->tuple:
+    "`(x0, y0, w, h)`: the region of the original image, in its pixels, that the model input shows."
+    h, w = hw
+    if rsz is None or rsz.method == ResizeMethod.Squish: return 0., 0., float(w), float(h)
+    tw, th = rsz.size  # fastai stores the size as (w, h)
+    # fastai's `Resize.before_call` on the validation set: a centred crop (or pad) of the target's aspect ratio
+    m = w / tw if (w / tw < h / th) == (rsz.method == ResizeMethod.Crop) else h / th
+    cw, ch = int(m * tw), int(m * th)
+    return float(int(.5 * (w - cw))), float(int(.5 * (h - ch))), float(cw), float(ch)
+
+def detections_to_pixels(
+    boxes:Tensor, # `[N, 4]` boxes, [-1,1] xyxy of the model input
+    hw:tuple, # `(h, w)` of the image as given
+    rsz:Resize=None, # The validation `Resize`
+)->Tensor:
+    "Boxes in the pixels of the original image, the `Resize` undone."
+    x0, y0, cw, ch = input_window(hw, rsz)
+    px = bbox_to_pixels(boxes, (ch, cw))
+    return px + px.new_tensor([x0, y0, x0, y0])

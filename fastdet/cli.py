@@ -12,111 +12,26 @@ from pathlib import Path
 import torch
 from fastcore.script import call_parse, anno_parser, store_true
 from fastai.learner import load_learner
-from fastai.callback.core import Callback, CancelValidException
 from fastai.vision.augment import Flip
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
-from .data.core import DetDataLoaders, DetRecord, ImageError, open_image
-from .data.readers import read_coco, read_voc, read_yolo, read_csv
-from .data.shapes import make_shapes, SHAPE_CLASSES
+from .boxes import convert_boxes
+from .data.records import ImageError, open_image, check_records
+from .data.readers import IMG_EXTS, read_records
+from .data.core import DetDataLoaders
+from .learner import make_learner, draw_boxes, ValidateLastEpoch
+from .metrics import COCOMetric, coco_table, evaluate
 
 # %% auto #0
-__all__ = ['FORMATS', 'SHAPES_RECIPE', 'IMAGE_EXTS', 'CLIError', 'detect_format', 'read_records', 'ValidateLastEpoch',
-           'make_learner', 'coco_table', 'evaluate', 'train', 'load_model', 'predict', 'evaluate_model',
-           'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'main']
+__all__ = ['SHAPES_RECIPE', 'CLIError', 'train', 'load_model', 'predict', 'evaluate_model', 'fastdet_train', 'fastdet_predict',
+           'fastdet_eval', 'main']
 
-# %% ../nbs/40_cli.ipynb #c006
-FORMATS = ('coco', 'voc', 'yolo', 'csv')
-
+# %% ../nbs/40_cli.ipynb #n005
 class CLIError(Exception):
     "An error the person running `fastdet` can act on: printed as one line."
 
-def detect_format(
-    path, # A COCO json, VOC folder, YOLO yaml or folder, or CSV
-)->str:
-    "The data format of `path`, one of `FORMATS`, recognised from its name and contents."
-    p = Path(path)
-    if not p.exists(): raise CLIError(f"{p}: no such file or folder")
-    if p.is_file():
-        ext = p.suffix.lower()
-        if ext == '.json': return 'coco'
-        if ext in ('.yaml', '.yml'): return 'yolo'
-        if ext == '.csv': return 'csv'
-        raise CLIError(f"{p}: can't tell the data format from a '{ext}' file; expected .json (COCO), .yaml (YOLO), .csv, "
-                       f"or a VOC/YOLO folder (or give --format {'/'.join(FORMATS)})")
-    if (p/'labels').is_dir() and (p/'images').is_dir(): return 'yolo'
-    if any(p.glob('*.yaml')) or any(p.glob('*.yml')): return 'yolo'
-    if (p/'Annotations').is_dir() or any(p.glob('*.xml')) or any(p.glob('annotations/*.xml')): return 'voc'
-    if len(list(p.glob('*.json')) + list(p.glob('annotations/*.json'))) == 1: return 'coco'
-    raise CLIError(f"{p}: can't tell the data format of this folder (no images/+labels/, *.xml, data yaml or single COCO json); "
-                   f"give --format {'/'.join(FORMATS)}")
-
-def _coco_json(p:Path)->Path:
-    if p.is_file(): return p
-    js = list(p.glob('*.json')) + list(p.glob('annotations/*.json'))
-    return js[0]
-
-def read_records(
-    path, # The data (see `detect_format`)
-    fmt:str=None, # Format, recognised when `None`
-)->list:
-    "The `DetRecord`s of a dataset in any supported format."
-    fmt = fmt or detect_format(path)
-    if fmt not in FORMATS: raise CLIError(f"unknown --format {fmt!r}; expected one of {FORMATS}")
-    p = Path(path)
-    if not p.exists(): raise CLIError(f"{p}: no such file or folder")
-    if fmt == 'coco': return read_coco(_coco_json(p))
-    if fmt == 'voc': return read_voc(p)
-    if fmt == 'yolo': return read_yolo(p)
-    return read_csv(p)
-
 # %% ../nbs/40_cli.ipynb #c009
 SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200)
-
-class ValidateLastEpoch(Callback):
-    "Skip fastai's validation except after the last epoch (the metrics of the finished model are what `train` reports)."
-    order = 0
-    def before_validate(self):
-        if self.epoch < self.n_epoch - 1: raise CancelValidException()
-
-def _is_effdet(arch:str)->bool:
-    from effdet.config.model_config import efficientdet_model_param_dict
-    return arch in efficientdet_model_param_dict
-
-def make_learner(dls, arch:str, pretrained:bool=False, **kwargs):
-    "An SSD or EfficientDet learner for `dls`, by architecture name."
-    if _is_effdet(arch):
-        from fastdet.models.efficientdet import efficientdet_learner
-        return efficientdet_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
-    from fastdet.learner import ssd_learner
-    return ssd_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
-
-def coco_table(stats:dict)->str:
-    "The 12 COCO statistics as a text table, in COCOeval's wording."
-    from fastdet.metrics import COCO_STATS
-    rows = [('AP', 'Average Precision', '0.50:0.95', 'all', 100), ('AP50', 'Average Precision', '0.50', 'all', 100),
-            ('AP75', 'Average Precision', '0.75', 'all', 100), ('APs', 'Average Precision', '0.50:0.95', 'small', 100),
-            ('APm', 'Average Precision', '0.50:0.95', 'medium', 100), ('APl', 'Average Precision', '0.50:0.95', 'large', 100),
-            ('AR1', 'Average Recall', '0.50:0.95', 'all', 1), ('AR10', 'Average Recall', '0.50:0.95', 'all', 10),
-            ('AR100', 'Average Recall', '0.50:0.95', 'all', 100), ('ARs', 'Average Recall', '0.50:0.95', 'small', 100),
-            ('ARm', 'Average Recall', '0.50:0.95', 'medium', 100), ('ARl', 'Average Recall', '0.50:0.95', 'large', 100)]
-    lines = [f"{'stat':<6} {'':<18} {'IoU':<10} {'area':<7} {'maxDets':>7}  value"]
-    for k, what, iou, area, md in rows: lines.append(f"{k:<6} {what:<18} {iou:<10} {area:<7} {md:>7}  {stats[k]:.3f}")
-    return '\n'.join(lines)
-
-def evaluate(learn, dl=None, voc:bool=False)->dict:
-    "The 12 COCO statistics (and VOC mAP if `voc`) of `learn` on `dl` (default: its validation set)."
-    from fastdet.metrics import COCOMetric, VOCMetric, COCO_STATS
-    ms = [COCOMetric(s) for s in COCO_STATS] + ([VOCMetric(eleven_point=True), VOCMetric()] if voc else [])
-    old = learn.metrics
-    learn.metrics = ms
-    try:
-        with learn.no_bar(), learn.no_logging(): learn.validate(dl=dl)
-        stats = ms[0].stats or {k: 0. for k in COCO_STATS}
-        out = {k: max(float(v), 0.) for k, v in stats.items()}
-        if voc: out.update(VOC07_mAP=ms[-2].value, VOC_mAP=ms[-1].value)
-    finally: learn.metrics = old
-    return out
 
 # %% ../nbs/40_cli.ipynb #c010
 def _data_dls(data, fmt, size, bs, n, seed, **kwargs):
@@ -137,7 +52,6 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
     src = 'the built-in shapes dataset' if data is None else str(data)
     print(f"fastdet {fastdet.__version__}: {arch} on {src}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation images, "
           f"{len(dls.vocab) - 1} classes, size {size}")
-    from fastdet.metrics import COCOMetric
     learn = make_learner(dls, arch, pretrained=pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out)
     if lr_find:
         lr = learn.lr_find(show_plot=False).valley
@@ -159,8 +73,6 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
     return learn, stats
 
 # %% ../nbs/40_cli.ipynb #c012
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.gif')
-
 def load_model(fn):
     "Load a learner exported by fastdet, with a one-line error for a missing file or another version's file."
     fn = Path(fn)
@@ -184,20 +96,14 @@ def _image_files(paths)->list:
     files = []
     for p in map(Path, paths):
         if not p.exists(): raise CLIError(f"{p}: no such file or folder")
-        files += sorted(f for f in p.rglob('*') if f.suffix.lower() in IMAGE_EXTS) if p.is_dir() else [p]
+        files += sorted(f for f in p.rglob('*') if f.suffix.lower() in IMG_EXTS) if p.is_dir() else [p]
     if not files: raise CLIError(f"no images found in {', '.join(map(str, paths))}")
     return files
 
-def _draw(img, boxes, labels, scores, fn):
-    from PIL import ImageDraw
-    d = ImageDraw.Draw(img)
-    for b, l, s in zip(boxes.tolist(), labels, scores.tolist()):
-        d.rectangle(b, outline=(255, 0, 0), width=max(2, round(min(img.size) / 200)))
-        d.text((b[0] + 3, b[1] + 2), f"{l} {s:.2f}", fill=(255, 255, 0))
-    img.save(fn)
-
-def predict(model, images, out='fastdet_predictions', thresh=0.3):
+def predict(model, images, out='fastdet_predictions', score_thresh=0.3):
     "Detections of `model` on image files/folders: `detections.json` (COCO results, pixels of each image) and annotated images."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
     learn = load_model(model)
     out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
     cats = getattr(learn.dls, 'categories', None) or {}
@@ -208,14 +114,15 @@ def predict(model, images, out='fastdet_predictions', thresh=0.3):
         except ImageError as e:
             print(f"warning: skipped {e}", file=sys.stderr); skipped.append(str(fn)); continue
         with learn.no_bar(): boxes, labels, scores = learn.predict(fn)
-        keep = scores >= thresh
+        keep = scores >= score_thresh
         boxes, scores = boxes[keep], scores[keep]
         labels = [l for l, k in zip(labels, keep.tolist()) if k]
-        for b, l, s in zip(boxes.tolist(), labels, scores.tolist()):
+        for b, l, s in zip(convert_boxes(boxes, 'xyxy', 'xywh').tolist(), labels, scores.tolist()):
             results.append(dict(image_id=i, file_name=str(fn), category_name=l,
                                 category_id=name2id.get(l, list(learn.dls.vocab).index(l)),
-                                bbox=[round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)], score=round(s, 4)))
-        _draw(img, boxes, labels, scores, out/'images'/f'{fn.stem}.png')
+                                bbox=[round(v, 2) for v in b], score=round(s, 4)))
+        ax = draw_boxes(img, boxes, [f"{l} {s:.2f}" for l, s in zip(labels, scores.tolist())])
+        ax.figure.savefig(out/'images'/f'{fn.stem}.png'); plt.close(ax.figure)
     (out/'detections.json').write_text(json.dumps(results, indent=1))
     print(f"{len(results)} detections on {i + 1 - len(skipped)} images -> {out/'detections.json'}, {out/'images'}")
     if skipped: print(f"skipped {len(skipped)} unreadable images: {', '.join(skipped)}", file=sys.stderr)
@@ -228,7 +135,6 @@ def evaluate_model(model, data, fmt=None, voc=False, bs=16):
     vocab = list(learn.dls.vocab)
     unknown = sorted({l for r in recs for l in r.labels} - set(vocab[1:]))
     if unknown: raise CLIError(f"{data}: classes {unknown[:10]} are not among the model's {vocab[1:]}")
-    from fastdet.data.core import check_records
     recs, _ = check_records(recs, vocab[1:])
     dl = learn.dls.test_dl(recs, with_labels=True, bs=bs)
     stats = evaluate(learn, dl, voc=voc)
@@ -261,11 +167,11 @@ def fastdet_predict(
     model:str, # Exported learner (model.pkl)
     *images:str, # Image files or folders
     out:str='fastdet_predictions', # Output folder
-    thresh:float=0.3, # Minimum score kept
+    score_thresh:float=0.3, # Detections kept from this score on
 ):
     "Detect objects in images: COCO-results JSON and annotated images."
     if not images: raise CLIError("give at least one image file or folder after MODEL")
-    predict(model, images, out, thresh)
+    predict(model, images, out, score_thresh)
 
 @call_parse(pos=['model', 'data'])
 def fastdet_eval(

@@ -1,4 +1,4 @@
-"""`DetLearner` (detections in the pixels of the image as given, `show_results` beside the ground truth) and `ssd_learner`.
+"""`DetLearner` (detections in the pixels of the image as given, `show_results` beside the ground truth), and `ssd_learner` / `efficientdet_learner` in the way of fastai's `vision_learner`.
 
 Docs: https://fastdet.github.io/fastdet/learner.html.md"""
 
@@ -6,56 +6,32 @@ Docs: https://fastdet.github.io/fastdet/learner.html.md"""
 
 # %% ../nbs/20_learner.ipynb #c001
 from __future__ import annotations
+import warnings
+from pathlib import Path
 import torch
-import torch.nn as nn
 from torch import Tensor
+from PIL import Image
 from fastcore.basics import ifnone
-from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.learner import Learner
-from fastai.torch_core import params, show_image, to_cpu
+from fastai.callback.core import Callback, CancelValidException
+import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, fine_tune)
+from fastai.data.transforms import Normalize
+from fastai.torch_core import show_image, to_cpu
 from fastai.vision.core import imagenet_stats
-from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.data import get_grid
-from pathlib import Path
-from PIL import Image
-from .boxes import bbox_to_pixels, unpad
-from .data.core import DetRecord, DetImage
-from .models.ssd import SSD, create_ssd, ssd_configs
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .boxes import bbox_to_pixels, unpad, detections_to_pixels
+from .data.records import DetRecord, DetImage
+from .data.core import input_resize
+from .models.ssd import create_ssd, ssd_configs, ssd_split
+from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
 from .losses.ssd import MultiBoxLoss
+from .losses.efficientdet import EffDetLoss
 
 # %% auto #0
-__all__ = ['ssd_meta', 'input_window', 'detections_to_pixels', 'DetLearner', 'ssd_split', 'ssd_learner']
-
-# %% ../nbs/20_learner.ipynb #c005
-def _resize_tfm(dl):
-    "The `Resize` of `dl`'s item transforms, if any."
-    for t in dl.after_item.fs:
-        if isinstance(t, Resize): return t
-    return None
-
-def input_window(
-    hw:tuple, # `(h, w)` of the image as given
-    rsz:Resize=None, # The validation `Resize` (None: the model saw the whole image)
-)->tuple:
-    "`(x0, y0, w, h)`: the region of the original image, in its pixels, that the model input shows."
-    h, w = hw
-    if rsz is None or rsz.method == ResizeMethod.Squish: return 0., 0., float(w), float(h)
-    tw, th = rsz.size  # fastai stores the size as (w, h)
-    # fastai's `Resize.before_call` on the validation set: a centred crop (or pad) of the target's aspect ratio
-    m = w / tw if (w / tw < h / th) == (rsz.method == ResizeMethod.Crop) else h / th
-    cw, ch = int(m * tw), int(m * th)
-    return float(int(.5 * (w - cw))), float(int(.5 * (h - ch))), float(cw), float(ch)
-
-def detections_to_pixels(
-    boxes:Tensor, # `[N, 4]` boxes, [-1,1] xyxy of the model input
-    hw:tuple, # `(h, w)` of the image as given
-    rsz:Resize=None, # The validation `Resize`
-)->Tensor:
-    "Boxes in the pixels of the original image, the `Resize` undone."
-    x0, y0, cw, ch = input_window(hw, rsz)
-    px = bbox_to_pixels(boxes, (ch, cw))
-    return px + px.new_tensor([x0, y0, x0, y0])
+__all__ = ['VGG16_STATS', 'ssd_meta', 'DetLearner', 'draw_boxes', 'add_normalize', 'ssd_learner', 'efficientdet_stats',
+           'EfficientDetLearner', 'efficientdet_learner', 'make_learner', 'ValidateLastEpoch']
 
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
@@ -72,7 +48,7 @@ class DetLearner(Learner):
         img = dl.dataset[0][0]  # after the type transforms: the image as given
         _, _, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
         boxes, labels, scores = unpad(*dec)[0]
-        px = detections_to_pixels(boxes, tuple(img.shape[-2:]) if isinstance(img, Tensor) else img.shape, _resize_tfm(dl))
+        px = detections_to_pixels(boxes, tuple(img.shape[-2:]) if isinstance(img, Tensor) else img.shape, input_resize(dl))
         return px, [self.dls.vocab[int(i)] for i in labels], scores
 
     def show_results(self,
@@ -97,25 +73,57 @@ class DetLearner(Learner):
         for i in range(n):
             gb, gl = gts[i]; pb, pl, ps = preds[i]
             k = ps >= score_thresh
-            _draw(x[i], bbox_to_pixels(gb, hw), [self.dls.vocab[int(l)] for l in gl], axs[2 * i], 'ground truth')
-            _draw(x[i], bbox_to_pixels(pb[k], hw), [f"{self.dls.vocab[int(l)]} {s:.2f}" for l, s in zip(pl[k], ps[k])],
-                  axs[2 * i + 1], 'predictions')
+            draw_boxes(x[i], bbox_to_pixels(gb, hw), [self.dls.vocab[int(l)] for l in gl], axs[2 * i], 'ground truth')
+            draw_boxes(x[i], bbox_to_pixels(pb[k], hw), [f"{self.dls.vocab[int(l)]} {s:.2f}" for l, s in zip(pl[k], ps[k])],
+                       axs[2 * i + 1], 'predictions')
         return axs
 
-def _draw(img, boxes, texts, ax, title):
-    import matplotlib.patches as patches
+def draw_boxes(
+    img, # Image: PIL image or `[3, H, W]` tensor
+    boxes:Tensor, # `[N, 4]` xyxy boxes in the pixels of `img`
+    texts:list, # A caption per box
+    ax=None, # matplotlib axes (default: a new figure of the image's own size, for saving)
+    title:str=None, # Title of the axes
+):
+    "Draw `boxes` with their captions on `img`: `show_results` and `fastdet predict` both draw with it. Returns the axes."
+    import matplotlib.pyplot as plt, matplotlib.patches as patches
+    if ax is None:
+        h, w = img.shape[-2:] if isinstance(img, Tensor) else (img.height, img.width)
+        ax = plt.figure(figsize=(w / 100, h / 100), dpi=100).add_axes([0, 0, 1, 1])
     show_image(img, ctx=ax, title=title)
     for (x1, y1, x2, y2), t in zip(boxes.tolist(), texts):
         ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor='yellow', lw=2))
         ax.text(x1, y1, t, color='black', fontsize=8, va='bottom', bbox=dict(facecolor='yellow', alpha=.7, pad=1, lw=0))
+    return ax
+
+# %% ../nbs/20_learner.ipynb #n007
+def _stats_equal(t:Normalize, stats)->bool:
+    mean, std = (torch.as_tensor(s, dtype=torch.float32).flatten().cpu() for s in (t.mean, t.std))
+    return torch.allclose(mean, torch.tensor(stats[0]).float(), atol=1e-5) and torch.allclose(std, torch.tensor(stats[1]).float(), atol=1e-7)
+
+def add_normalize(
+    dls, # The learner's `DataLoaders`
+    stats:tuple, # `(mean, std)` the model's weights expect, per channel, for pixels in [0, 1]
+    arch:str='the model', # Named in the warning
+):
+    "Install `Normalize.from_stats(*stats)` in `dls`' batch transforms, unless `dls` already normalise."
+    have = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+    if not have: return dls.add_tfms([Normalize.from_stats(*stats)], 'after_batch')
+    if not _stats_equal(have[0], stats):
+        warnings.warn(f"the DataLoaders already normalise with mean {to_cpu(have[0].mean).flatten().tolist()}, std "
+                      f"{to_cpu(have[0].std).flatten().tolist()}; {arch} expects mean {list(stats[0])}, std {list(stats[1])}: "
+                      f"keeping the DataLoaders' own")
 
 # %% ../nbs/20_learner.ipynb #c009
-def ssd_split(m:SSD)->list:
-    "Two parameter groups: the backbone, then the neck, extra layers and heads."
-    return L(m.backbone, nn.ModuleList([m.neck, m.extras, m.cls_heads, m.reg_heads])).map(params)
+VGG16_STATS = ([0.48235, 0.45882, 0.40784], [1 / 255] * 3)  # torchvision's VGG16 weights: 0-255 pixels less the mean
+ssd_meta = {name: dict(split=ssd_split, stats=VGG16_STATS if cfg['backbone'] == 'vgg16' else imagenet_stats)
+            for name, cfg in ssd_configs.items()}
 
-ssd_meta = {name: dict(split=ssd_split, stats=imagenet_stats) for name in ssd_configs}
-_default_meta = dict(split=ssd_split, stats=imagenet_stats)  # timm backbones by name
+def _ssd_stats(model, arch:str)->tuple:
+    "The statistics the weights of `model` expect: from `ssd_meta`, or a timm backbone's `pretrained_cfg`."
+    if arch in ssd_meta: return ssd_meta[arch]['stats']
+    cfg = model.backbone.model.pretrained_cfg
+    return list(cfg['mean']), list(cfg['std'])
 
 @delegates(Learner.__init__)
 def ssd_learner(
@@ -123,13 +131,67 @@ def ssd_learner(
     arch:str='ssdlite_mobilenetv2', # A key of `ssd_configs`, or a timm model name
     pretrained:bool=True, # ImageNet backbone weights (through torchvision / timm), and `freeze()`
     loss_func=None, # Default: `MultiBoxLoss()`
-    splitter=None, # Default: `ssd_meta[arch]['split']`
+    splitter=None, # Default: `ssd_split`
     model_kwargs:dict=None, # Passed to `create_ssd` (e.g. `scales`, `aspect_ratios`, `width_mult`)
     **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, ...)
 )->DetLearner:
     "An SSD `DetLearner` for `dls`, fastai style."
-    meta = ssd_meta.get(arch, _default_meta)
-    model = create_ssd(arch, n_classes=len(dls.vocab) - 1, pretrained=pretrained, **(model_kwargs or {}))
-    learn = DetLearner(dls, model, loss_func=ifnone(loss_func, MultiBoxLoss()), splitter=ifnone(splitter, meta['split']), **kwargs)
+    model = create_ssd(arch, num_classes=len(dls.vocab) - 1, pretrained=pretrained, **(model_kwargs or {}))
+    add_normalize(dls, _ssd_stats(model, arch), arch)
+    learn = DetLearner(dls, model, loss_func=ifnone(loss_func, MultiBoxLoss()), splitter=ifnone(splitter, ssd_split), **kwargs)
     if pretrained: learn.freeze()
     return learn
+
+# %% ../nbs/20_learner.ipynb #c022
+def _dls_hw(dls)->tuple:
+    "`(h, w)` of the images the `DataLoaders` give (one batch is drawn)."
+    return tuple(int(s) for s in dls.one_batch()[0].shape[-2:])
+
+def efficientdet_stats(config)->tuple:
+    "`(mean, std)` the weights of an effdet `config` expect: its own, else ImageNet's (as effdet's data loader does)."
+    return list(config.get('mean', IMAGENET_DEFAULT_MEAN)), list(config.get('std', IMAGENET_DEFAULT_STD))
+
+class EfficientDetLearner(DetLearner):
+    "A `DetLearner` whose `freeze()` trains BiFPN and heads (the last two layer groups), as EfficientDet is fine-tuned."
+    def freeze(self): self.freeze_to(-2)
+
+@delegates(Learner.__init__)
+def efficientdet_learner(
+    dls, # Detection `DataLoaders` (fastdet batches: images, padded `TensorBBox`, padded labels)
+    arch:str='tf_efficientdet_d0', # A name from `efficientdet_archs()`
+    pretrained:bool=True, # effdet's COCO weights (class head reset to the vocab); freezes the backbone
+    pretrained_backbone:bool=None, # timm's ImageNet backbone only (default: `pretrained`)
+    config:dict=None, # Overrides of effdet config fields, e.g. `dict(max_level=5, fpn_cell_repeats=2)`
+    max_det:int=100, # Detections per image
+    loss_func=None, # Default: `EffDetLoss` of the model's config
+    splitter=None, # Default: `efficientdet_split`
+    train_bn:bool=False, # Train the frozen backbone's BatchNorm layers (off: `freeze()` trains exactly BiFPN + heads)
+    **kwargs # Passed to `Learner`
+):
+    "A fastai learner for effdet's EfficientDet `arch`, classes and image size taken from `dls`."
+    num_classes = len(dls.vocab) - 1
+    cfg = efficientdet_config(arch, num_classes=num_classes, image_size=_dls_hw(dls), max_det_per_image=max_det,
+                              **(config or {}))
+    model = create_efficientdet(cfg, pretrained=pretrained, pretrained_backbone=pretrained_backbone)
+    add_normalize(dls, efficientdet_stats(cfg), arch)
+    learn = EfficientDetLearner(dls, model, loss_func=ifnone(loss_func, EffDetLoss(cfg, max_det=max_det)),
+                                splitter=ifnone(splitter, efficientdet_split), train_bn=train_bn, **kwargs)
+    if pretrained: learn.freeze()
+    return learn
+
+# %% ../nbs/20_learner.ipynb #n022
+def make_learner(
+    dls, # Detection `DataLoaders`
+    arch:str, # A name of `efficientdet_archs()`, a key of `ssd_configs`, or a timm model name
+    pretrained:bool=False, # Start from the architecture's pretrained weights
+    **kwargs # Passed to `efficientdet_learner` or `ssd_learner`
+)->DetLearner:
+    "An SSD or EfficientDet learner for `dls`, by architecture name."
+    if arch in efficientdet_archs(): return efficientdet_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
+    return ssd_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
+
+class ValidateLastEpoch(Callback):
+    "Skip fastai's validation except after the last epoch (the metrics of the finished model)."
+    order = 0
+    def before_validate(self):
+        if self.epoch < self.n_epoch - 1: raise CancelValidException()

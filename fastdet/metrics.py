@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/metrics.html.md"""
 
 # %% ../nbs/30_metrics.ipynb #c001
 from __future__ import annotations
-import contextlib, gc, io, json, warnings
+import contextlib, gc, io, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -15,11 +15,13 @@ from torch import Tensor
 from torchvision.ops import box_iou
 from fastcore.basics import noop
 from fastai.metrics import AccumMetric
-from fastai.vision.augment import Resize
-from .boxes import bbox_to_pixels, convert_boxes, is_padding
+from .boxes import bbox_to_pixels, convert_boxes, is_padding, input_window
+from .data.readers import read_json
+from .data.core import input_resize
 
 # %% auto #0
-__all__ = ['COCO_STATS', 'coco_backend', 'coco_per_class', 'coco_stats', 'voc_map', 'COCOMetric', 'VOCMetric']
+__all__ = ['COCO_STATS', 'coco_backend', 'coco_per_class', 'coco_stats', 'voc_map', 'COCOMetric', 'VOCMetric', 'coco_table',
+           'evaluate']
 
 # %% ../nbs/30_metrics.ipynb #c006
 COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -116,10 +118,10 @@ def coco_per_class(
     return pd.DataFrame(rows)
 
 # %% ../nbs/30_metrics.ipynb #c010
-def _load_json(gt)->dict:
-    "The annotations dict; a given dict is copied down to its annotations (`COCOeval` writes an `ignore` flag into them)."
+def _gt_dataset(gt)->dict:
+    "The annotations of a COCO json file, or a copy of a given dict down to its annotations (`COCOeval` writes an `ignore` flag into them)."
     if isinstance(gt, dict): return {**gt, 'annotations': [dict(a) for a in gt.get('annotations', [])]}
-    with open(gt) as f: return json.load(f)
+    return read_json(gt)
 
 def _results_arrays(dets:list)->tuple:
     "Arrays (image ids, category ids, xywh, scores) of a COCO results list."
@@ -161,7 +163,7 @@ def coco_stats(
 def _coco_stats(ground_truth, detections, backend, per_class):
     name, COCO, _ = coco_backend(backend)
     if isinstance(ground_truth, (str, Path, dict)):
-        gt = _coco_obj(COCO, _load_json(ground_truth))
+        gt = _coco_obj(COCO, _gt_dataset(ground_truth))
         d_img, d_cat, d_xywh, d_score = _results_arrays(detections)
         unknown = set(d_img.tolist()) - set(gt.getImgIds())
         if unknown: raise ValueError(f"Detections on image ids not in the ground truth: {sorted(unknown)[:10]}")
@@ -192,7 +194,7 @@ def _voc_ap(rec:np.ndarray, prec:np.ndarray, eleven_point:bool)->float:
     i = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
-def _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thr=.5, eleven_point=False, classes=None)->dict:
+def _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thresh=.5, eleven_point=False, classes=None)->dict:
     "Per-class VOC AP from flat arrays (boxes pixel xyxy): `{class: AP}` for classes with non-difficult objects."
     g_img, g_lbl, g_diff = np.asarray(g_img), np.asarray(g_lbl), np.asarray(g_diff, dtype=bool)
     d_img, d_lbl, d_score = np.asarray(d_img), np.asarray(d_lbl), np.asarray(d_score, dtype=np.float64)
@@ -211,7 +213,7 @@ def _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thr
         best = iou.argmax(1)
         ovmax[di], jmax[di] = iou[np.arange(len(di)), best], gi[best]
     order = np.argsort(-d_score, kind='stable')
-    hit = ovmax[order] > iou_thr
+    hit = ovmax[order] > iou_thresh
     diff = hit & g_diff[np.maximum(jmax[order], 0)] if len(g_diff) else np.zeros(n, bool)
     first = np.zeros(n, bool)
     cand = np.where(hit & ~diff)[0]
@@ -233,7 +235,7 @@ def _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thr
 def voc_map(
     ground_truth:list, # Per image `(boxes [G,4], labels [G][, difficult [G] bool])`, pixel xyxy
     detections:list, # Per image `(boxes [N,4], labels [N], scores [N])`, pixel xyxy
-    iou_thr:float=0.5, # IoU above which a detection matches
+    iou_thresh:float=0.5, # IoU above which a detection matches
     eleven_point:bool=False, # VOC2007's 11-point AP instead of the all-point AP of VOC2010+
 )->tuple:
     "Pascal VOC `(mAP, {class: AP})`; mAP is 0 when no class has a non-difficult object."
@@ -242,7 +244,7 @@ def voc_map(
     g_img, (g_box, g_lbl, g_diff) = _flat(ground_truth, 3)
     d_img, (d_box, d_lbl, d_score) = _flat(detections, 3)
     if g_diff is None: g_diff = np.zeros(len(g_lbl), bool)
-    aps = _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thr, eleven_point)
+    aps = _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thresh, eleven_point)
     return (float(np.mean(list(aps.values()))) if aps else 0.), aps
 
 # %% ../nbs/30_metrics.ipynb #c018
@@ -271,7 +273,6 @@ class _DetAccum:
         items = list(self.items) if self.items is not None and len(self.items) >= n else None
         is_rec = items is not None and all(getattr(it, 'hw', None) is not None for it in items[:n])
         if is_rec:  # the region of each original image the model saw (all of it, unless the Resize crops or pads)
-            from fastdet.learner import input_window
             win = torch.tensor([input_window(tuple(it.hw), self.resize) for it in items[:n]], dtype=torch.float32).reshape(-1, 4)
         else: win = torch.cat([torch.zeros(n, 2), in_hw.float().flip(-1)], 1)
         hw, offset = win[:, [3, 2]], win[:, [0, 1, 0, 1]]
@@ -325,12 +326,6 @@ def _coco_from_accum(data:dict, backend:str='auto')->dict:
     return dict(stats=_stats_dict(E), eval=E)
 
 # %% ../nbs/30_metrics.ipynb #c022
-def _resize_of(dl):
-    "The `Resize` among `dl`'s item transforms (how the model input shows the original image), if any."
-    for t in getattr(getattr(dl, 'after_item', None), 'fs', []):
-        if isinstance(t, Resize): return t
-    return None
-
 class _DetMetric(AccumMetric):
     "Base of fastdet's detection metrics: accumulates compact detections once for all of them."
     def __init__(self, name:str):
@@ -349,7 +344,7 @@ class _DetMetric(AccumMetric):
         with torch.no_grad(): boxes, labels, scores = act(learn.pred)
         self._acc.add(boxes, labels, scores, *learn.yb[:2], learn.xb[0].shape[-2:])
         self._acc.items = getattr(learn.dl, 'items', None)
-        self._acc.resize = _resize_of(learn.dl)
+        self._acc.resize = input_resize(learn.dl)
         self._acc.vocab = getattr(learn.dls, 'vocab', None)
         self._cache = {}
 
@@ -401,23 +396,23 @@ class COCOMetric(_DetMetric):
         return coco_per_class(r['eval'])
 
 # %% ../nbs/30_metrics.ipynb #c026
-def _voc_from_accum(data:dict, iou_thr:float, eleven_point:bool)->tuple:
+def _voc_from_accum(data:dict, iou_thresh:float, eleven_point:bool)->tuple:
     aps = _voc_eval(data['g_img'], data['g_box'], data['g_lbl'], data['g_diff'], data['d_img'], data['d_box'],
-                    data['d_lbl'], data['d_score'], iou_thr, eleven_point)
+                    data['d_lbl'], data['d_score'], iou_thresh, eleven_point)
     return (float(np.mean(list(aps.values()))) if aps else 0.), aps
 
 class VOCMetric(_DetMetric):
     "Pascal VOC mAP of the validation set (`difficult` objects ignored), computed at the end of each epoch."
     def __init__(self,
         eleven_point:bool=False, # VOC2007's 11-point AP instead of the all-point AP of VOC2010+
-        iou_thr:float=0.5, # IoU above which a detection matches
+        iou_thresh:float=0.5, # IoU above which a detection matches
         name:str=None, # Column name in the training log (default: 'VOC07_mAP' or 'VOC_mAP')
     ):
-        self.eleven_point, self.iou_thr = eleven_point, iou_thr
+        self.eleven_point, self.iou_thresh = eleven_point, iou_thresh
         super().__init__(name or ('VOC07_mAP' if eleven_point else 'VOC_mAP'))
 
     def _result(self):
-        return self._evaluated(('voc', self.iou_thr, self.eleven_point), lambda d: _voc_from_accum(d, self.iou_thr, self.eleven_point))
+        return self._evaluated(('voc', self.iou_thresh, self.eleven_point), lambda d: _voc_from_accum(d, self.iou_thresh, self.eleven_point))
 
     @property
     def value(self):
@@ -430,3 +425,29 @@ class VOCMetric(_DetMetric):
         if r is None: return None
         v = self._leader._acc.vocab
         return pd.DataFrame([dict(label=c, name=str(v[c]) if v is not None and c < len(v) else str(c), AP=ap) for c, ap in r[1].items()])
+
+# %% ../nbs/30_metrics.ipynb #n033
+def coco_table(stats:dict)->str:
+    "The 12 COCO statistics as a text table, in COCOeval's wording."
+    rows = [('AP', 'Average Precision', '0.50:0.95', 'all', 100), ('AP50', 'Average Precision', '0.50', 'all', 100),
+            ('AP75', 'Average Precision', '0.75', 'all', 100), ('APs', 'Average Precision', '0.50:0.95', 'small', 100),
+            ('APm', 'Average Precision', '0.50:0.95', 'medium', 100), ('APl', 'Average Precision', '0.50:0.95', 'large', 100),
+            ('AR1', 'Average Recall', '0.50:0.95', 'all', 1), ('AR10', 'Average Recall', '0.50:0.95', 'all', 10),
+            ('AR100', 'Average Recall', '0.50:0.95', 'all', 100), ('ARs', 'Average Recall', '0.50:0.95', 'small', 100),
+            ('ARm', 'Average Recall', '0.50:0.95', 'medium', 100), ('ARl', 'Average Recall', '0.50:0.95', 'large', 100)]
+    lines = [f"{'stat':<6} {'':<18} {'IoU':<10} {'area':<7} {'maxDets':>7}  value"]
+    for k, what, iou, area, md in rows: lines.append(f"{k:<6} {what:<18} {iou:<10} {area:<7} {md:>7}  {stats[k]:.3f}")
+    return '\n'.join(lines)
+
+def evaluate(learn, dl=None, voc:bool=False)->dict:
+    "The 12 COCO statistics (and VOC mAP if `voc`) of `learn` on `dl` (default: its validation set)."
+    ms = [COCOMetric(s) for s in COCO_STATS] + ([VOCMetric(eleven_point=True), VOCMetric()] if voc else [])
+    old = learn.metrics
+    learn.metrics = ms
+    try:
+        with learn.no_bar(), learn.no_logging(): learn.validate(dl=dl)
+        stats = ms[0].stats or {k: 0. for k in COCO_STATS}
+        out = {k: max(float(v), 0.) for k, v in stats.items()}
+        if voc: out.update(VOC07_mAP=ms[-2].value, VOC_mAP=ms[-1].value)
+    finally: learn.metrics = old
+    return out

@@ -3,7 +3,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torchvision.ops import box_convert
 from fastai.vision.core import TensorBBox
-from fastdet.boxes import convert_boxes, bbox_to_pixels, pixels_to_bbox, unpad, pad, PIXEL_FORMATS
+from fastdet.boxes import convert_boxes, bbox_to_pixels, pixels_to_bbox, unpad, PIXEL_FORMATS
+from conftest import pad_items
 
 def _boxes(seed, n, lead=()):
     g = torch.Generator().manual_seed(seed)
@@ -42,7 +43,7 @@ def test_pixel_map_is_fastais():
 def test_unpad_pad_identity():
     items = [(_boxes(1, 3), torch.tensor([1, 2, 3])), (_boxes(2, 0), torch.zeros(0, dtype=torch.long)),
              (TensorBBox(torch.tensor([[-1., -1, 0, 0]])), torch.tensor([4]))]
-    b, l = pad(items)
+    b, l = pad_items(items)
     assert b.shape == (3, 3, 4)
     back = unpad(b, l)
     for (b0, l0), (b1, l1) in zip(items, back): assert torch.equal(b0, b1) and torch.equal(l0, l1)

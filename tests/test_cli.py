@@ -31,7 +31,7 @@ def test_predict_and_eval(trained):
     recs = make_shapes(n=80, size=256, seed=0)
     imgs = [recs[i].file for i in range(3)]
     (d/'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
-    r = _run('predict', d/'out'/'model.pkl', *imgs, d/'broken.jpg', '--out', d/'pred', '--thresh', 0, cwd=d)
+    r = _run('predict', d/'out'/'model.pkl', *imgs, d/'broken.jpg', '--out', d/'pred', '--score-thresh', 0, cwd=d)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'broken.jpg' in r.stderr and 'skipped' in r.stderr
     dets = json.loads((d/'pred'/'detections.json').read_text())

@@ -6,9 +6,10 @@ from effdet import DetBenchTrain, DetBenchPredict
 from effdet.anchors import Anchors, AnchorLabeler
 from fastdet.boxes import bbox_to_pixels, convert_boxes, unpad
 from fastdet.data.core import DetDataLoaders
-import fastdet.data.shapes  # noqa: F401  (DetDataLoaders.from_shapes)
-from fastdet.models.efficientdet import (EffDetLabeler, EffDetLoss, create_efficientdet, efficientdet_archs,
-                                         efficientdet_config, efficientdet_learner, efficientdet_split, effdet_targets)
+from fastdet.anchors.efficientdet import EffDetLabeler
+from fastdet.models.efficientdet import create_efficientdet, efficientdet_archs, efficientdet_config, efficientdet_split
+from fastdet.losses.efficientdet import EffDetLoss, effdet_targets
+from fastdet.learner import efficientdet_learner
 
 warnings.filterwarnings('ignore', category=FutureWarning)  # effdet's torch.jit.script
 

@@ -5,14 +5,14 @@ import torch
 import matplotlib
 matplotlib.use('Agg')
 from fastai.learner import load_learner
-from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.schedule import *  # fit_one_cycle, fine_tune, lr_find
 from fastai.vision.augment import Resize, Flip
-from fastdet.boxes import bbox_to_pixels, unpad
-from fastdet.data.core import DetDataLoaders, DetRecord
+from fastdet.boxes import bbox_to_pixels, unpad, detections_to_pixels, input_window
+from fastdet.data.records import DetRecord
+from fastdet.data.core import DetDataLoaders
 from fastdet.data.shapes import make_shapes
-import fastdet.data.shapes  # DetDataLoaders.from_shapes
-from fastdet.learner import DetLearner, ssd_learner, ssd_split, detections_to_pixels, input_window
+from fastdet.models.ssd import ssd_split
+from fastdet.learner import DetLearner, ssd_learner, ValidateLastEpoch
 from fastdet.losses.ssd import MultiBoxLoss
 
 def _threads():
@@ -41,7 +41,7 @@ def test_predict_in_original_pixels_and_export_round_trip(small_dls, tmp_path):
     assert labels == [small_dls.vocab[int(i)] for i in l0]
     assert boxes.min() >= 0 and boxes.max() <= 96
     # a PIL image or a record give the same
-    from fastdet.data.core import open_image
+    from fastdet.data.records import open_image
     b2, l2, s2 = learn.predict(open_image(rec.file))
     torch.testing.assert_close(b2, boxes); assert l2 == labels
     # export / load_learner: exactly the same predictions
@@ -111,11 +111,6 @@ def test_single_class_and_negatives(tmp_path):
 # ---------------------------------------------------------------- learning (slow)
 LEARN_CFG = dict(n=2000, size=160, bs=16, epochs=5, lr=5e-3)
 
-class _ValidateLastEpoch(Callback):
-    "Skip fastai's per-epoch validation except at the last epoch: the test only needs the final mAP."
-    def before_validate(self):
-        if self.epoch < self.n_epoch - 1: raise CancelValidException()
-
 @pytest.mark.slow
 def test_ssdlite_from_scratch_learns_shapes(tmp_path):
     "SSDLite-MobileNetV2 from scratch on the built-in shapes: COCO mAP@[.5:.95] >= 0.5 on the validation split in < 10 min."
@@ -129,7 +124,7 @@ def test_ssdlite_from_scratch_learns_shapes(tmp_path):
     t_data = time.time() - t0  # rendering the built-in dataset the first time (cached afterwards)
     t0 = time.time()
     learn = ssd_learner(dls, pretrained=False, path=tmp_path)
-    learn.fit_one_cycle(c['epochs'], c['lr'], cbs=_ValidateLastEpoch())
+    learn.fit_one_cycle(c['epochs'], c['lr'], cbs=ValidateLastEpoch())
     # evaluate with pycocotools directly, on the shapes' own COCO json (original pixels)
     _, _, dec = learn.get_preds(dl=dls.valid.new(shuffle=False, drop_last=False), with_decoded=True)
     recs = list(dls.valid.items)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastdet.boxes import bbox_to_pixels, pixels_to_bbox, pad, unpad, convert_boxes
+from fastdet.boxes import bbox_to_pixels, pixels_to_bbox, unpad, convert_boxes
+from conftest import pad_items
 from fastdet.metrics import COCO_STATS, COCOMetric, VOCMetric, coco_stats, voc_map, coco_backend
 
 pycocotools = pytest.importorskip('pycocotools')
@@ -195,7 +196,7 @@ def test_voc_exact(coco128, use_07):
 # ---------- the metrics' plumbing, with records (original sizes, crowd regions) and several metrics sharing one store
 
 def _records(gt:dict):
-    from fastdet.data.core import DetRecord
+    from fastdet.data.records import DetRecord
     by_img = defaultdict(list)
     for a in gt['annotations']: by_img[a['image_id']].append(a)
     recs = []
@@ -244,8 +245,8 @@ def test_metric_with_records_matches_pycocotools(coco128):
                 ref_dets.append(dict(image_id=s + k + 1, category_id=int(l), bbox=convert_boxes(b[None].double(), 'xyxy', 'xywh')[0].tolist(), score=float(sc)))
             voc_g.append((bbox_to_pixels(tb, r.hw), torch.tensor(r.labels), r.difficult))
             voc_d.append((bbox_to_pixels(pr[-1][0].float(), r.hw), pr[-1][1], pr[-1][2]))
-        learn.pred = pad(pr, length=260)
-        learn.yb = pad(tg)
+        learn.pred = pad_items(pr, length=260)
+        learn.yb = pad_items(tg)
         learn.xb = (torch.zeros(len(batch), 3, 320, 320),)
         for m in mets: m.accumulate(learn)
     ref = pycoco_stats(ref_gt, ref_dets)
@@ -260,8 +261,8 @@ def test_metric_with_records_matches_pycocotools(coco128):
 def test_metric_undoes_crop_resize():
     "A validation `Resize` that crops: boxes go back to the original image as `DetLearner.predict` maps them."
     from fastai.vision.augment import Resize
-    from fastdet.data.core import DetRecord
-    from fastdet.learner import detections_to_pixels
+    from fastdet.data.records import DetRecord
+    from fastdet.boxes import detections_to_pixels
     rsz = Resize(64, method='crop')
     recs = [DetRecord('a.jpg', [[60., 10., 120., 90.]], ['x'], hw=(100, 200)), DetRecord('b.jpg', [[5., 40., 50., 90.]], ['x'], hw=(200, 100))]
     m = COCOMetric('AP')
@@ -287,7 +288,6 @@ def test_in_loop_equals_pycocotools():
     "`ssd_learner` logs the COCO stats each epoch; the last equals pycocotools on `learn.get_preds` mapped to original pixels."
     from fastdet.data.core import DetDataLoaders
     from fastdet.learner import ssd_learner
-    import fastdet.data.shapes  # noqa: F401  (DetDataLoaders.from_shapes)
     dls = DetDataLoaders.from_shapes(n=48, size=96, render_size=128, bs=8, num_workers=0)
     mets = [COCOMetric('AP'), COCOMetric('AP50'), COCOMetric('AR100'), VOCMetric()]
     learn = ssd_learner(dls, pretrained=False, metrics=mets)

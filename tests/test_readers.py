@@ -4,7 +4,8 @@ import pytest
 import torch
 from fastai.vision.core import TensorBBox
 from fastdet.boxes import unpad, convert_boxes
-from fastdet.data.core import DetDataLoaders, check_records, det_pad
+from fastdet.data.records import check_records
+from fastdet.data.core import DetDataLoaders, det_pad
 from fastdet.data.readers import read_coco, read_voc, read_yolo, read_csv, read_df
 
 SMALL = dict(size=64, bs=4, num_workers=0)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 from fastdet.boxes import unpad, bbox_to_pixels
-from fastdet.data.core import DetRecord, DetDataLoaders, check_records, open_image, image_hw
-import fastdet.data.readers  # noqa: F401 (adds DetDataLoaders.from_coco & co)
+from fastdet.data.records import DetRecord, check_records, open_image, image_hw
+from fastdet.data.core import DetDataLoaders
 
 KW = dict(size=32, bs=1, num_workers=0, valid_pct=0.5)
 

@@ -4,7 +4,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from PIL import Image
-from fastdet.data.core import DetRecord, DetDataLoaders
+from fastdet.data.records import DetRecord
+from fastdet.data.core import DetDataLoaders
 
 def _canvas(fig):
     fig.canvas.draw()

@@ -6,8 +6,9 @@ from torchvision.ops import box_iou
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.models.detection.ssd import SSD as TVSSD
 from torchvision.models.detection import _utils as det_utils
-from fastdet.boxes import pixels_to_bbox, bbox_to_pixels, pad, is_padding
-from fastdet.anchors import default_boxes, linear_scales, match_anchors, SSDBoxCoder, n_boxes_per_cell
+from fastdet.boxes import pixels_to_bbox, bbox_to_pixels, is_padding
+from conftest import pad_items
+from fastdet.anchors.ssd import default_boxes, linear_scales, match_anchors, SSDBoxCoder, n_boxes_per_cell
 from fastdet.models.ssd import create_ssd, fm_sizes, ssd_configs
 from fastdet.losses.ssd import MultiBoxLoss, decode_ssd
 
@@ -17,7 +18,7 @@ def n_params(m): return sum(p.numel() for p in m.parameters())
 
 # ---------------------------------------------------------------- models
 def test_ssd300_param_count_equals_torchvision():
-    ours = create_ssd('ssd300_vgg16', n_classes=90)
+    ours = create_ssd('ssd300_vgg16', num_classes=90)
     tv = ssd300_vgg16(num_classes=91, weights=None, weights_backbone=None)
     assert n_params(ours) == n_params(tv) == 35_641_826
     # and layer by layer: same multiset of parameter shapes
@@ -43,7 +44,7 @@ def test_feature_map_sizes():
                                        ('resnet18', 96)])
 def test_every_parameter_gets_a_gradient(name, size):
     torch.manual_seed(0)
-    m = create_ssd(name, n_classes=3)
+    m = create_ssd(name, num_classes=3)
     # timm ResNets zero-initialise the last BN of each block, which blocks the gradient of the residual branch at step 0
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d): torch.nn.init.ones_(mod.weight)
@@ -65,7 +66,7 @@ def test_every_parameter_gets_a_gradient(name, size):
     assert sum(v.numel() for k, v in m.state_dict().items() if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))) == n_params(m)
 
 def test_timm_backbone_channels_from_feature_info():
-    m = create_ssd('timm/efficientnet_b0', n_classes=2)
+    m = create_ssd('timm/efficientnet_b0', num_classes=2)
     assert m.cls_heads[0].in_channels == m.backbone.model.feature_info.channels()[0]
     assert len(m.cls_heads) == 6
 
@@ -121,7 +122,7 @@ def test_batched_matching_equals_per_image_reference(seed):
     cases = random_cases(seed)
     g = torch.Generator().manual_seed(seed + 10)
     items = [(b, torch.randint(1, 5, (len(b),), generator=g)) for b in cases]
-    boxes, labels = pad(items)
+    boxes, labels = pad_items(items)
     matched, cls = match_anchors(anchors, boxes, labels)
     assert matched.shape == (len(cases), len(anchors))
     for i, (b, l) in enumerate(items):
@@ -164,7 +165,7 @@ def test_loss_equals_torchvision_compute_loss(seed):
     # (the 12 near-identical boxes of `random_cases` are left out here: their IoUs tie to within float rounding, and
     # pixels vs [-1,1] coordinates can then pick a different best default box; matching is checked on them above)
     items = [(b, torch.randint(1, C, (len(b),))) for b in [cases[4], cases[1], cases[0], cases[5]]]
-    boxes, labels = pad(items)
+    boxes, labels = pad_items(items)
     preds = (torch.randn(B, A, C), torch.randn(B, A, 4), anc.expand(B, -1, -1))
     ours = MultiBoxLoss()(preds, boxes, labels)
     ref = torchvision_loss(preds, boxes, labels, (300, 300))

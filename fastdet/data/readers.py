@@ -1,4 +1,4 @@
-"""COCO json, Pascal VOC xml, YOLO txt and CSV / DataFrame annotations as `DetRecord`s, and `DetDataLoaders.from_*` in one call.
+"""COCO json, Pascal VOC xml, YOLO txt and CSV / DataFrame annotations as `DetRecord`s; a dataset's format recognised from its path.
 
 Docs: https://fastdet.github.io/fastdet/data.readers.html.md"""
 
@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from fastcore.basics import patch, ifnone
+from fastcore.basics import ifnone
 from fastcore.meta import delegates
 from ..boxes import convert_boxes
-from .core import DetRecord, DetRecords, DetDataLoaders, image_hw
+from .records import DetRecord, DetRecords, image_hw
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'read_coco', 'read_voc', 'read_yolo', 'read_df', 'read_csv']
+__all__ = ['IMG_EXTS', 'FORMATS', 'read_json', 'read_coco', 'read_voc', 'read_yolo', 'read_df', 'read_csv', 'detect_format',
+           'read_records']
 
 # %% ../../nbs/03_data.readers.ipynb #c007
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.gif', '.mpo', '.dng', '.pfm', '.heic')
@@ -51,14 +52,10 @@ def _concat(train:DetRecords, valid:DetRecords)->DetRecords:
     return DetRecords([*train, *valid], categories=ifnone(train.categories, valid.categories),
                       valid_idx=list(range(len(train), len(train) + len(valid))), source=(train.source, valid.source))
 
-def _use_split(recs:DetRecords, kwargs:dict)->dict:
-    "The reader's own split, unless the caller gave `valid_idx` or a `splitter`."
-    if kwargs.get('valid_idx') is None and kwargs.get('splitter') is None and recs.valid_idx is not None:
-        kwargs['valid_idx'] = recs.valid_idx
-    return kwargs
-
 # %% ../../nbs/03_data.readers.ipynb #c009
-def _load_json(fn:Path):
+def read_json(fn)->dict:
+    "The content of the json file `fn`; a missing or malformed file is an error naming it."
+    fn = Path(fn)
     if not fn.exists(): raise FileNotFoundError(f"{fn}: annotation file not found")
     try: return json.loads(fn.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f"{fn}: malformed json ({e})") from e
@@ -76,7 +73,7 @@ def read_coco(
 )->DetRecords:
     "Records of a COCO json: one per image (negatives kept), crowd regions in `DetRecord.crowd`, `categories` id -> name."
     fn = Path(json_path)
-    d = _load_json(fn)
+    d = read_json(fn)
     if not isinstance(d, dict) or not isinstance(d.get('images'), list) or not isinstance(d.get('categories'), list):
         raise ValueError(f"{fn}: not a COCO detection file (needs 'images' and 'categories' lists)")
     anns = d.get('annotations', [])  # test-set files have none
@@ -349,86 +346,43 @@ def read_csv(
     if both: raise ValueError(f"{valid_csv}: {len(both)} images also in {csv} (e.g. {both[0]})")
     return _concat(recs, vrecs)
 
-# %% ../../nbs/03_data.readers.ipynb #c028
-@patch(cls_method=True)
-@delegates(DetDataLoaders.from_records, but=['records'])
-def from_coco(cls:DetDataLoaders,
-    json_path, # COCO annotation file
-    img_dir=None, # Its image folder (default: found next to the json)
-    valid_json=None, # Optional COCO file of the validation images (e.g. `instances_val2017.json`)
-    valid_img_dir=None, # Its image folder
-    vocab:list=None, # Class names (default: all categories of the file, in id order)
-    **kwargs
-):
-    "Detection `DataLoaders` from a COCO json (crowd regions kept for evaluation, `dls.categories` id -> name)."
-    recs = read_coco(json_path, img_dir)
-    if valid_json is not None: recs = _concat(recs, read_coco(valid_json, valid_img_dir))
-    vocab = ifnone(vocab, [recs.categories[k] for k in sorted(recs.categories)])
-    return cls.from_records(recs, vocab=vocab, **_use_split(recs, kwargs))
+# %% ../../nbs/03_data.readers.ipynb #n029
+FORMATS = ('coco', 'voc', 'yolo', 'csv')
 
-@patch(cls_method=True)
-@delegates(DetDataLoaders.from_records, but=['records'])
-def from_voc(cls:DetDataLoaders,
-    path, # VOC folder, or `(ann_dir, img_dir)`
-    img_dir=None, # Folder of the images, if not found from `path`
-    **kwargs
-):
-    "Detection `DataLoaders` from a folder of Pascal VOC xml files (`difficult` flags kept)."
-    return cls.from_records(read_voc(path, img_dir), **kwargs)
+def detect_format(
+    path, # A COCO json, VOC folder, YOLO yaml or folder, or CSV
+)->str:
+    "The data format of `path`, one of `FORMATS`, recognised from its name and contents."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_file():
+        ext = p.suffix.lower()
+        if ext == '.json': return 'coco'
+        if ext in ('.yaml', '.yml'): return 'yolo'
+        if ext == '.csv': return 'csv'
+        raise ValueError(f"{p}: can't tell the data format from a '{ext}' file; expected .json (COCO), .yaml (YOLO), .csv, "
+                       f"or a VOC/YOLO folder (or give --format {'/'.join(FORMATS)})")
+    if (p/'labels').is_dir() and (p/'images').is_dir(): return 'yolo'
+    if any(p.glob('*.yaml')) or any(p.glob('*.yml')): return 'yolo'
+    if (p/'Annotations').is_dir() or any(p.glob('*.xml')) or any(p.glob('annotations/*.xml')): return 'voc'
+    if len(list(p.glob('*.json')) + list(p.glob('annotations/*.json'))) == 1: return 'coco'
+    raise ValueError(f"{p}: can't tell the data format of this folder (no images/+labels/, *.xml, data yaml or single COCO json); "
+                   f"give --format {'/'.join(FORMATS)}")
 
-@patch(cls_method=True)
-@delegates(DetDataLoaders.from_records, but=['records'])
-def from_yolo(cls:DetDataLoaders,
-    path, # Dataset yaml or folder
-    split:str='train', # Training images: yaml key (or subfolder of `images/`)
-    valid_split:str='val', # Validation images, used when the yaml has this key (else a random split)
-    names=None, # Class names, overriding the yaml's
-    vocab:list=None, # Class names used (default: all of the yaml's `names`, in index order)
-    **kwargs
-):
-    "Detection `DataLoaders` from a YOLO dataset (ultralytics layout)."
-    recs = read_yolo(path, split, names=names)
-    y = _yolo_yaml(Path(path))
-    if valid_split and valid_split != split and y is not None and (yaml.safe_load(y.read_text()) or {}).get(valid_split):
-        recs = _concat(recs, read_yolo(path, valid_split, names=names))
-    vocab = ifnone(vocab, [recs.categories[k] for k in sorted(recs.categories)])
-    return cls.from_records(recs, vocab=vocab, **_use_split(recs, kwargs))
+def _coco_json(p:Path)->Path:
+    if p.is_file(): return p
+    return (list(p.glob('*.json')) + list(p.glob('annotations/*.json')))[0]
 
-@patch(cls_method=True)
-@delegates(DetDataLoaders.from_records, but=['records'])
-def from_df(cls:DetDataLoaders,
-    df:pd.DataFrame, # One row per box
-    img_dir=None, # Folder the file names are relative to
-    file_col:str='filename', # Column of image file names
-    label_col:str='class', # Column of class names
-    box_cols=('xmin', 'ymin', 'xmax', 'ymax'), # Pixel box columns
-    bbox_col:str=None, # Or one `[x, y, w, h]` column (Kaggle wheat)
-    box_fmt:str=None, # Box format (default `xyxy` for `box_cols`, `xywh` for `bbox_col`)
-    label:str=None, # Class of every box when there is no `label_col`
-    valid_col:str=None, # Boolean column marking validation images
-    **kwargs
-):
-    "Detection `DataLoaders` from a DataFrame with one row per box."
-    recs = read_df(df, img_dir, file_col=file_col, label_col=label_col, box_cols=box_cols, bbox_col=bbox_col,
-                   box_fmt=box_fmt, label=label, valid_col=valid_col)
-    return cls.from_records(recs, **_use_split(recs, kwargs))
-
-@patch(cls_method=True)
-@delegates(DetDataLoaders.from_records, but=['records'])
-def from_csv(cls:DetDataLoaders,
-    csv, # CSV file, one row per box
-    img_dir=None, # Folder of the images (default: found next to the csv)
-    valid_csv=None, # CSV of the validation images (a given split)
-    file_col:str='filename', # Column of image file names
-    label_col:str='class', # Column of class names
-    box_cols=('xmin', 'ymin', 'xmax', 'ymax'), # Pixel box columns
-    bbox_col:str=None, # Or one `[x, y, w, h]` column (Kaggle wheat)
-    box_fmt:str=None, # Box format (default `xyxy` for `box_cols`, `xywh` for `bbox_col`)
-    label:str=None, # Class of every box when there is no `label_col`
-    valid_col:str=None, # Boolean column marking validation images
-    **kwargs
-):
-    "Detection `DataLoaders` from a CSV with one row per box (and optionally a second CSV for validation)."
-    recs = read_csv(csv, img_dir, valid_csv=valid_csv, file_col=file_col, label_col=label_col, box_cols=box_cols,
-                    bbox_col=bbox_col, box_fmt=box_fmt, label=label, valid_col=valid_col)
-    return cls.from_records(recs, **_use_split(recs, kwargs))
+def read_records(
+    path, # The data (see `detect_format`)
+    fmt:str=None, # Format, recognised when `None`
+)->list:
+    "The `DetRecord`s of a dataset in any supported format."
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS: raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
+    if fmt == 'coco': return read_coco(_coco_json(p))
+    if fmt == 'voc': return read_voc(p)
+    if fmt == 'yolo': return read_yolo(p)
+    return read_csv(p)

@@ -10,8 +10,9 @@ import json, os, tempfile
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from fastcore.basics import patch
-from .core import DetRecord, DetDataLoaders
+import torch
+from ..boxes import convert_boxes
+from .records import DetRecord
 
 # %% auto #0
 __all__ = ['SHAPE_CLASSES', 'shapes_dir', 'make_shapes']
@@ -85,6 +86,10 @@ def shapes_dir()->Path:
     "Cache folder of the built-in dataset: `$FASTDET_HOME/shapes` (default: the temp folder's `fastdet/shapes`)."
     return Path(os.environ.get('FASTDET_HOME', Path(tempfile.gettempdir())/'fastdet'))/'shapes'
 
+def _xywh(box)->list:
+    "A pixel xyxy box as COCO's `[x, y, w, h]`."
+    return convert_boxes(torch.tensor(box, dtype=torch.float32), 'xyxy', 'xywh').tolist()
+
 def make_shapes(
     n:int=1000, # Number of images
     size:int=256, # Side of the square images, pixels
@@ -109,24 +114,8 @@ def make_shapes(
         coco = dict(images=[dict(id=i, file_name=fn.name, height=size, width=size) for i, fn in enumerate(files)],
                     categories=[dict(id=k + 1, name=c) for k, c in enumerate(SHAPE_CLASSES)],
                     annotations=[dict(id=len(files) * j + i, image_id=i, category_id=SHAPE_CLASSES.index(c) + 1, iscrowd=0,
-                                      bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]], area=(b[2] - b[0]) * (b[3] - b[1]))
+                                      bbox=_xywh(b), area=(b[2] - b[0]) * (b[3] - b[1]))
                                  for i, objs in enumerate(layouts) for j, (c, b) in enumerate(objs)])
         tmp = ann.with_suffix('.tmp'); tmp.write_text(json.dumps(coco)); tmp.replace(ann)
     return [DetRecord(fn, [b for _, b in objs], [c for c, _ in objs], hw=(size, size), image_id=i)
             for i, (fn, objs) in enumerate(zip(files, layouts))]
-
-# %% ../../nbs/02_data.shapes.ipynb #c008
-@patch(cls_method=True)
-def from_shapes(cls:DetDataLoaders,
-    n:int=1000, # Number of images
-    size:int=None, # Model input size (default: the rendered size)
-    bs:int=16, # Batch size
-    render_size:int=256, # Side of the rendered images
-    seed:int=0, # Seed of the dataset (and of the train/valid split)
-    valid_pct:float=.2, # Share of images for validation
-    **kwargs # Passed to `DetDataLoaders.from_records` (e.g. `item_tfms`, `batch_tfms`, `num_workers`)
-):
-    "DataLoaders of the built-in shapes dataset, in one call."
-    recs = make_shapes(n=n, size=render_size, seed=seed)
-    return cls.from_records(recs, vocab=list(SHAPE_CLASSES), size=size or render_size, bs=bs, valid_pct=valid_pct,
-                            seed=seed, check_images=False, **kwargs)
