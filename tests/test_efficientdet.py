@@ -155,14 +155,17 @@ def _canonical(dets):
     return torch.stack(out)
 
 
-def test_detections_equal_detbenchpredict(dls):
-    cfg = efficientdet_config('tf_efficientdet_d0', num_classes=len(dls.vocab) - 1, image_size=256)
+@pytest.mark.parametrize('soft_nms', [False, True])
+def test_detections_equal_detbenchpredict(dls, soft_nms):
+    "effdet's post-processing, hard NMS or its Gaussian soft-NMS (`config.soft_nms`), as `DetBenchPredict` gives it."
+    cfg = efficientdet_config('tf_efficientdet_d0', num_classes=len(dls.vocab) - 1, image_size=256, soft_nms=soft_nms)
     torch.manual_seed(0)
     model = create_efficientdet(cfg, pretrained=False).eval()
     with torch.no_grad():  # untrained heads give near-constant scores: spread them so NMS and top-k matter
         for p in model.class_net.predict.parameters(): p.add_(torch.randn_like(p) * 2.)
         for p in model.box_net.predict.parameters(): p.add_(torch.randn_like(p) * .05)
     x, _, _ = dls.valid.one_batch()
+    if soft_nms: x = x[:2]  # effdet's soft-NMS is a Python loop over every candidate
     with torch.no_grad():
         ref = DetBenchPredict(model)(x)
         boxes, labels, scores = EffDetLoss(cfg).activation(model(x))

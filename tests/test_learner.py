@@ -7,10 +7,12 @@ matplotlib.use('Agg')
 from fastai.learner import load_learner
 from fastai.callback.schedule import *  # fit_one_cycle, fine_tune, lr_find
 from fastai.vision.augment import Resize, Flip
+from fastai.data.transforms import Normalize
+from fastai.vision.core import imagenet_stats
 from fastdet.boxes import bbox_to_pixels, unpad, detections_to_pixels, input_window
 from fastdet.data.records import DetRecord
-from fastdet.data.core import DetDataLoaders
-from fastdet.data.shapes import make_shapes
+from fastdet.data.core import DetDataLoaders, det_block
+from fastdet.data.shapes import make_shapes, SHAPE_CLASSES
 from fastdet.models.ssd import ssd_split
 from fastdet.learner import DetLearner, ssd_learner, ValidateLastEpoch
 from fastdet.losses.ssd import MultiBoxLoss
@@ -50,6 +52,38 @@ def test_predict_in_original_pixels_and_export_round_trip(small_dls, tmp_path):
     assert isinstance(learn2, DetLearner)
     b3, l3, s3 = learn2.predict(rec.file)
     assert torch.equal(b3, boxes) and l3 == labels and torch.equal(s3, scores)
+
+def _norms(dls): return [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+
+def test_normalisation_follows_the_weights_and_is_installed_once(tmp_path):
+    "The data give [0, 1] pixels; the learner installs the statistics its weights expect, once; a hand-built Normalize is kept."
+    dls = DetDataLoaders.from_shapes(n=16, size=64, render_size=64, bs=4, seed=1, num_workers=0)
+    x, _, _ = dls.valid.one_batch()
+    assert not _norms(dls) and x.min() >= 0 and x.max() <= 1
+    learn = ssd_learner(dls, pretrained=False, path=tmp_path)
+    (n,) = _norms(dls)
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in imagenet_stats)
+    torch.testing.assert_close(dls.valid.one_batch()[0].cpu(), (x.cpu() - mean) / std)
+    ssd_learner(dls, pretrained=False)  # a second learner on the same DataLoaders
+    assert len(_norms(dls)) == 1
+    # exported and loaded: the same Normalize, so predictions agree
+    learn.export('m.pkl')
+    (n2,) = _norms(load_learner(tmp_path/'m.pkl').dls)
+    assert torch.equal(n2.mean.cpu(), n.mean.cpu()) and torch.equal(n2.std.cpu(), n.std.cpu())
+    # VGG16: torchvision's 0-255 statistics; a timm backbone: its pretrained_cfg's (inception_v3: 0.5, 0.5)
+    for arch, m, s in (('ssd300_vgg16', [0.48235, 0.45882, 0.40784], [1 / 255] * 3), ('inception_v3', [.5] * 3, [.5] * 3)):
+        d = DetDataLoaders.from_shapes(n=16, size=64, render_size=64, bs=4, seed=1, num_workers=0)
+        ssd_learner(d, arch, pretrained=False)
+        (n,) = _norms(d)
+        torch.testing.assert_close(n.mean.flatten().cpu(), torch.tensor(m)); torch.testing.assert_close(n.std.flatten().cpu(), torch.tensor(s))
+    # DataLoaders built by hand with their own Normalize: not normalised twice
+    db = det_block(vocab=list(SHAPE_CLASSES), size=64, batch_tfms=[Normalize.from_stats(*imagenet_stats)])
+    hand = db.dataloaders(make_shapes(n=16, size=64), bs=4, num_workers=0)
+    ssd_learner(hand, pretrained=False)
+    assert len(_norms(hand)) == 1
+    with pytest.warns(UserWarning, match='ssd300_vgg16 expects mean'):
+        ssd_learner(hand, 'ssd300_vgg16', pretrained=False)
+    assert len(_norms(hand)) == 1
 
 def test_input_window_crop_and_pad():
     # undoing fastai's validation Resize (crop / pad) puts a box back where it was in the original image
