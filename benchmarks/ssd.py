@@ -1,16 +1,16 @@
 """fastdet SSD vs torchvision SSD, same run, same machine; prints ratios (fastdet / torchvision, higher is better).
 
-- training images/s of `create_ssd('ssd300_vgg16')` + `MultiBoxLoss` vs torchvision `ssd300_vgg16` (its own loss),
-  300x300, same class count (target >= 1.1x);
-- inference images/s including decoding and NMS (target >= 1.0x);
+- training images/s of `create_ssd(arch)` + `MultiBoxLoss` vs torchvision's own model and loss, for `ssd300_vgg16`
+  (300x300) and `ssdlite320_mobilenet_v3_large` (320x320), same class count (target >= 1.1x);
+- inference images/s including decoding and NMS, both with torchvision's decoding settings (target >= 1.0x);
 - matching a batch of 32 (8732 default boxes): `match_anchors` vs torchvision's per-image `SSDMatcher` (target >= 5x).
 
-Usage: python benchmarks/ssd.py [--bs 8] [--iters 3] [--threads N]
+Usage: python benchmarks/ssd.py [--bs 8] [--iters 3] [--threads N] [--arch NAME]
 """
 import argparse, os, time
 import torch
 from torchvision.ops import box_iou
-from torchvision.models.detection import ssd300_vgg16
+from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 from torchvision.models.detection import _utils as det_utils
 from fastai.vision.core import TensorBBox
 from fastai.vision.data import bb_pad
@@ -18,6 +18,7 @@ from fastdet.boxes import bbox_to_pixels
 from fastdet.anchors.ssd import match_anchors
 from fastdet.models.ssd import create_ssd, fm_sizes
 from fastdet.losses.ssd import MultiBoxLoss
+from fastdet.learner import ssd_meta
 
 def timeit(f, iters, warmup=1):
     for _ in range(warmup): f()
@@ -41,15 +42,18 @@ def pad(items):
     padded = bb_pad([(None, TensorBBox(b), l) for b, l in items])
     return torch.stack([p[1] for p in padded]), torch.stack([p[2] for p in padded])
 
-def main(bs=8, iters=3, n_classes=20):
-    x, items = batch(bs, n_classes)
-    boxes, labels = pad(items)
-    tv_targets = [dict(boxes=bbox_to_pixels(b, (300, 300)), labels=l) for b, l in items]
-    tv_images = list((x - x.min()) / (x.max() - x.min()))  # torchvision normalises inside its transform
+ARCHS = {'ssd300_vgg16': (ssd300_vgg16, 300), 'ssdlite320_mobilenet_v3_large': (ssdlite320_mobilenet_v3_large, 320)}
 
-    ours = create_ssd('ssd300_vgg16', num_classes=n_classes)
-    tv = ssd300_vgg16(num_classes=n_classes + 1, weights=None, weights_backbone=None)
-    loss_func = MultiBoxLoss()
+def train_and_infer(name, bs, iters, n_classes):
+    "Training step and inference (decoding and NMS included, with torchvision's own decoding settings) of `name`, both libraries."
+    build, size = ARCHS[name]
+    x, items = batch(bs, n_classes, size)
+    boxes, labels = pad(items)
+    tv_targets = [dict(boxes=bbox_to_pixels(b, (size, size)), labels=l) for b, l in items]
+    tv_images = list((x - x.min()) / (x.max() - x.min()))  # torchvision normalises inside its transform
+    ours = create_ssd(name, num_classes=n_classes)
+    tv = build(num_classes=n_classes + 1, weights=None, weights_backbone=None)
+    loss_func = MultiBoxLoss(**ssd_meta[name]['decode'])
     opt_o = torch.optim.SGD(ours.parameters(), lr=1e-4); opt_t = torch.optim.SGD(tv.parameters(), lr=1e-4)
 
     def step_ours():
@@ -59,16 +63,22 @@ def main(bs=8, iters=3, n_classes=20):
         tv.train(); opt_t.zero_grad()
         d = tv(tv_images, tv_targets); sum(d.values()).backward(); opt_t.step()
     t_o, t_t = timeit(step_ours, iters), timeit(step_tv, iters)
-    print(f"train  bs {bs} 300x300: fastdet {bs / t_o:.2f} img/s, torchvision {bs / t_t:.2f} img/s, ratio {t_t / t_o:.2f}x (target >= 1.1)")
+    print(f"{name} train  bs {bs} {size}x{size}: fastdet {bs / t_o:.2f} img/s, torchvision {bs / t_t:.2f} img/s, "
+          f"ratio {t_t / t_o:.2f}x (target >= 1.1)")
 
     @torch.no_grad()
     def infer_ours(): ours.eval(); loss_func.activation(ours(x))
     @torch.no_grad()
     def infer_tv(): tv.eval(); tv(tv_images)
     t_o, t_t = timeit(infer_ours, iters), timeit(infer_tv, iters)
-    print(f"infer  bs {bs} 300x300 incl. NMS: fastdet {bs / t_o:.2f} img/s, torchvision {bs / t_t:.2f} img/s, ratio {t_t / t_o:.2f}x (target >= 1.0)")
+    print(f"{name} infer  bs {bs} {size}x{size} incl. NMS: fastdet {bs / t_o:.2f} img/s, torchvision {bs / t_t:.2f} img/s, "
+          f"ratio {t_t / t_o:.2f}x (target >= 1.0)")
+    return ours
 
-    anchors = ours.default_boxes(fm_sizes(ours, 300))
+def main(bs=8, iters=3, n_classes=20, archs=tuple(ARCHS)):
+    for name in archs: ours = train_and_infer(name, bs, iters, n_classes)
+    ours = create_ssd('ssd300_vgg16', num_classes=n_classes)
+    anchors = ours.default_boxes(fm_sizes(ours, 300), (300, 300))
     assert anchors.shape[0] == 8732
     x32, items32 = batch(32, n_classes, size=8, seed=1)
     b32, l32 = pad(items32)
@@ -86,7 +96,8 @@ if __name__ == '__main__':
     p.add_argument('--bs', type=int, default=8)
     p.add_argument('--iters', type=int, default=3)
     p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--arch', action='append', choices=list(ARCHS), help='only these (default: both)')
     a = p.parse_args()
     torch.set_num_threads(a.threads or os.cpu_count())
     torch.manual_seed(0)
-    main(a.bs, a.iters)
+    main(a.bs, a.iters, archs=tuple(a.arch or ARCHS))

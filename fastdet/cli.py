@@ -42,7 +42,7 @@ def _data_dls(data, fmt, size, bs, n, seed, **kwargs):
 
 def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['size'], bs=SHAPES_RECIPE['bs'],
           epochs=SHAPES_RECIPE['epochs'], lr=SHAPES_RECIPE['lr'], lr_find=False, pretrained=False, n=SHAPES_RECIPE['n'],
-          seed=0, out='fastdet_out', show=True, every_epoch=False):
+          seed=0, out='fastdet_out', show=True, every_epoch=False, weights=None):
     "Train a detector; print the 12 COCO stats; write `model.pkl`, `predictions.png` and `stats.json` into `out`."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -52,12 +52,13 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
     src = 'the built-in shapes dataset' if data is None else str(data)
     print(f"fastdet {fastdet.__version__}: {arch} on {src}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation images, "
           f"{len(dls.vocab) - 1} classes, size {size}")
-    learn = make_learner(dls, arch, pretrained=pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out)
+    kw = {} if weights is None else dict(weights=weights)
+    learn = make_learner(dls, arch, pretrained=pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
     if lr_find:
         lr = learn.lr_find(show_plot=False).valley
         print(f"lr_find suggests lr={lr:.2e}")
     cbs = [] if every_epoch else [ValidateLastEpoch()]
-    if pretrained: learn.fine_tune(epochs, lr, cbs=cbs)
+    if pretrained or weights is not None: learn.fine_tune(epochs, lr, cbs=cbs)
     else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
     # the metrics share one COCOeval of the last validation: all 12 statistics are already there
     stats = {k: max(float(v), 0.) for k, v in learn.metrics[0].stats.items()}
@@ -154,13 +155,14 @@ def fastdet_train(
     lr:float=SHAPES_RECIPE['lr'], # Learning rate (one-cycle maximum)
     lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
     pretrained:store_true=False, # Start from pretrained backbone weights (downloaded once by timm/torchvision)
+    weights:str=None, # Start from a pretrained detector: 'coco' (torchvision's, for ssd300_vgg16 / ssdlite320_mobilenet_v3_large) or a checkpoint file
     n:int=SHAPES_RECIPE['n'], # Images of the built-in dataset
     seed:int=0, # Seed of the split (and of the built-in dataset)
     out:str='fastdet_out', # Folder for model.pkl, predictions.png, stats.json
     every_epoch:store_true=False, # Validate after every epoch (default: only after the last, to save time)
 ):
     "Train a detector and print the 12 COCO statistics of its validation set."
-    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, every_epoch=every_epoch)
+    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, every_epoch=every_epoch, weights=weights)
 
 @call_parse(pos=['model'])
 def fastdet_predict(

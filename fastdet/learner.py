@@ -30,8 +30,8 @@ from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
 
 # %% auto #0
-__all__ = ['VGG16_STATS', 'ssd_meta', 'DetLearner', 'draw_boxes', 'add_normalize', 'ssd_learner', 'efficientdet_stats',
-           'EfficientDetLearner', 'efficientdet_learner', 'make_learner', 'ValidateLastEpoch']
+__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DetLearner', 'draw_boxes', 'add_normalize', 'ssd_learner',
+           'efficientdet_stats', 'EfficientDetLearner', 'efficientdet_learner', 'make_learner', 'ValidateLastEpoch']
 
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
@@ -116,7 +116,12 @@ def add_normalize(
 
 # %% ../nbs/20_learner.ipynb #c009
 VGG16_STATS = ([0.48235, 0.45882, 0.40784], [1 / 255] * 3)  # torchvision's VGG16 weights: 0-255 pixels less the mean
-ssd_meta = {name: dict(split=ssd_split, stats=VGG16_STATS if cfg['backbone'] == 'vgg16' else imagenet_stats)
+HALF_STATS = ([.5] * 3, [.5] * 3)  # torchvision's SSDLite320 COCO weights: [-1, 1]
+# torchvision's own post-processing of the layouts whose COCO weights it ships (score threshold, candidates per class, NMS, detections)
+_TV_DECODE = {'ssd300_vgg16': dict(score_thresh=.01, topk=400, nms_thresh=.45, max_det=200),
+              'ssdlite320_mobilenet_v3_large': dict(score_thresh=.001, topk=300, nms_thresh=.55, max_det=300)}
+ssd_meta = {name: dict(split=ssd_split, decode=_TV_DECODE.get(name, {}),
+                       stats=VGG16_STATS if cfg['backbone'] == 'vgg16' else HALF_STATS if cfg['backbone'] == 'mobilenetv3' else imagenet_stats)
             for name, cfg in ssd_configs.items()}
 
 def _ssd_stats(model, arch:str)->tuple:
@@ -130,15 +135,19 @@ def ssd_learner(
     dls, # Detection `DataLoaders` (`dls.vocab` = `['#na#', *classes]`)
     arch:str='ssdlite_mobilenetv2', # A key of `ssd_configs`, or a timm model name
     pretrained:bool=True, # ImageNet backbone weights (through torchvision / timm), and `freeze()`
-    loss_func=None, # Default: `MultiBoxLoss()`
+    weights=None, # 'coco': torchvision's COCO detector (`ssd300_vgg16`, `ssdlite320_mobilenet_v3_large`); or a checkpoint file
+    loss_func=None, # Default: `MultiBoxLoss` with the architecture's decoding settings (`ssd_meta[arch]['decode']`)
     splitter=None, # Default: `ssd_split`
     model_kwargs:dict=None, # Passed to `create_ssd` (e.g. `scales`, `aspect_ratios`, `width_mult`)
     **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, ...)
 )->DetLearner:
-    "An SSD `DetLearner` for `dls`, fastai style."
-    model = create_ssd(arch, num_classes=len(dls.vocab) - 1, pretrained=pretrained, **(model_kwargs or {}))
+    "An SSD `DetLearner` for `dls`, fastai style; frozen (new layers train first) when it starts from pretrained weights."
+    model = create_ssd(arch, num_classes=len(dls.vocab) - 1, pretrained=pretrained, weights=weights, **(model_kwargs or {}))
     add_normalize(dls, _ssd_stats(model, arch), arch)
-    learn = DetLearner(dls, model, loss_func=ifnone(loss_func, MultiBoxLoss()), splitter=ifnone(splitter, ssd_split), **kwargs)
+    loss_func = ifnone(loss_func, MultiBoxLoss(**ssd_meta.get(arch, {}).get('decode', {})))
+    learn = DetLearner(dls, model, loss_func=loss_func, splitter=ifnone(splitter, ssd_split), **kwargs)
+    if pretrained or weights is not None: learn.freeze()
+    return learn
     if pretrained: learn.freeze()
     return learn
 
@@ -161,6 +170,7 @@ def efficientdet_learner(
     arch:str='tf_efficientdet_d0', # A name from `efficientdet_archs()`
     pretrained:bool=True, # effdet's COCO weights (class head reset to the vocab); freezes the backbone
     pretrained_backbone:bool=None, # timm's ImageNet backbone only (default: `pretrained`)
+    weights=None, # A checkpoint file of this architecture (an effdet state dict, any class count) instead
     config:dict=None, # Overrides of effdet config fields, e.g. `dict(max_level=5, fpn_cell_repeats=2)`
     max_det:int=100, # Detections per image
     loss_func=None, # Default: `EffDetLoss` of the model's config
@@ -172,14 +182,14 @@ def efficientdet_learner(
     num_classes = len(dls.vocab) - 1
     cfg = efficientdet_config(arch, num_classes=num_classes, image_size=_dls_hw(dls), max_det_per_image=max_det,
                               **(config or {}))
-    model = create_efficientdet(cfg, pretrained=pretrained, pretrained_backbone=pretrained_backbone)
+    model = create_efficientdet(cfg, pretrained=pretrained, pretrained_backbone=pretrained_backbone, weights=weights)
     add_normalize(dls, efficientdet_stats(cfg), arch)
     learn = EfficientDetLearner(dls, model, loss_func=ifnone(loss_func, EffDetLoss(cfg, max_det=max_det)),
                                 splitter=ifnone(splitter, efficientdet_split), train_bn=train_bn, **kwargs)
-    if pretrained: learn.freeze()
+    if pretrained or weights is not None: learn.freeze()
     return learn
 
-# %% ../nbs/20_learner.ipynb #n022
+# %% ../nbs/20_learner.ipynb #n023
 def make_learner(
     dls, # Detection `DataLoaders`
     arch:str, # A name of `efficientdet_archs()`, a key of `ssd_configs`, or a timm model name

@@ -30,7 +30,7 @@ def test_feature_map_sizes():
     m = create_ssd('ssd512_vgg16', 3)
     sz = fm_sizes(m, 512)
     assert [s[0] for s in sz] == [64, 32, 16, 8, 4, 2, 1]
-    assert m.default_boxes(sz).shape[0] == 24564
+    assert m.default_boxes(sz, (512, 512)).shape[0] == 24564
     lite = create_ssd('ssdlite_mobilenetv2', 3)
     assert fm_sizes(lite, 320) == [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
     assert fm_sizes(lite, 300)[0] == (19, 19)
@@ -54,7 +54,7 @@ def test_every_parameter_gets_a_gradient(name, size):
     counts = [h * w * n for (h, w), n in zip(sz, n_boxes_per_cell(m.aspect_ratios))]
     first = torch.tensor([0] + counts).cumsum(0)[:-1]
     pick = [int(o) + (h * w // 2) * n for o, (h, w), n in zip(first, sz, n_boxes_per_cell(m.aspect_ratios))]
-    anc = m.default_boxes(sz)
+    anc = m.default_boxes(sz, (size, size))
     b0 = anc[pick].as_subclass(torch.Tensor)
     boxes = torch.stack([b0, torch.cat([torch.tensor([[-.3, -.3, .4, .5]]), torch.zeros(len(b0) - 1, 4)])])
     labels = torch.stack([torch.arange(len(b0)) % 3 + 1, torch.tensor([2] + [0] * (len(b0) - 1))])

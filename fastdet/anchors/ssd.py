@@ -36,25 +36,33 @@ def default_boxes(
     fm_sizes:list, # `(h, w)` of each feature map
     scales:list, # `len(fm_sizes)+1` scales, as a share of the image side
     aspect_ratios:list, # For each map, the ratios `a > 1` (`1/a` is added)
-    clip:bool=True, # Clip the boxes to the image
+    clip=True, # `True`/'corners': clip the boxes to the image; 'wh': clip widths and heights to 1 (torchvision); `False`: none
+    steps:list=None, # Per map, the stride in input pixels: centres at `(j+.5)*step/W` (torchvision); `None`: cell centres `(j+.5)/w_k`
+    hw:tuple=None, # `(h, w)` of the model input (needed with `steps`)
     device=None, dtype=torch.float32,
 )->TensorBBox:
     "SSD default boxes `[A, 4]`, xyxy in [-1,1] of the model input."
-    if len(scales) != len(fm_sizes) + 1: raise ValueError(f"need {len(fm_sizes) + 1} scales for {len(fm_sizes)} maps, got {len(scales)}")
-    if len(aspect_ratios) != len(fm_sizes): raise ValueError(f"need aspect ratios for each of the {len(fm_sizes)} maps")
+    n = len(fm_sizes)
+    if len(scales) != n + 1: raise ValueError(f"need {n + 1} scales for {n} maps, got {len(scales)}")
+    if len(aspect_ratios) != n: raise ValueError(f"need aspect ratios for each of the {n} maps, got {len(aspect_ratios)}")
+    if clip not in (True, False, 'corners', 'wh'): raise ValueError(f"clip={clip!r}: expected True/'corners', 'wh' or False")
+    if steps is not None and len(steps) != n: raise ValueError(f"need a step for each of the {n} maps, got {len(steps)}")
+    if steps is not None and hw is None: raise ValueError("`steps` place centres in input pixels: give the input size `hw`")
     out = []
     for k, (h, w) in enumerate(fm_sizes):
         s, s1 = scales[k], scales[k + 1]
         wh = [(s, s), (math.sqrt(s * s1),) * 2]
         for a in aspect_ratios[k]: wh += [(s * math.sqrt(a), s / math.sqrt(a)), (s / math.sqrt(a), s * math.sqrt(a))]
         wh = torch.tensor(wh, device=device, dtype=dtype)  # [n, 2] as shares of (w, h)
-        cy = (torch.arange(h, device=device, dtype=dtype) + .5) / h
-        cx = (torch.arange(w, device=device, dtype=dtype) + .5) / w
+        if clip == 'wh': wh = wh.clamp(0, 1)
+        fy, fx = (hw[0] / steps[k], hw[1] / steps[k]) if steps is not None else (h, w)
+        cy = (torch.arange(h, device=device, dtype=dtype) + .5) / fy
+        cx = (torch.arange(w, device=device, dtype=dtype) + .5) / fx
         cy, cx = torch.meshgrid(cy, cx, indexing='ij')
         ctr = torch.stack([cx, cy], -1).reshape(-1, 1, 2).expand(-1, len(wh), 2)
         out.append(torch.cat([ctr, wh.expand_as(ctr)], -1).reshape(-1, 4))
     b = convert_boxes(torch.cat(out), 'cxcywh', 'xyxy')
-    if clip: b = b.clamp(0, 1)
+    if clip in (True, 'corners'): b = b.clamp(0, 1)
     return TensorBBox(b * 2 - 1)
 
 # %% ../../nbs/10_anchors.ssd.ipynb #c010

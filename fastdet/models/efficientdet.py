@@ -7,6 +7,8 @@ Docs: https://fastdet.github.io/fastdet/models.efficientdet.html.md"""
 # %% ../../nbs/13_models.efficientdet.ipynb #c001
 from __future__ import annotations
 import copy, difflib
+from pathlib import Path
+import torch
 from torch import nn
 from fastcore.foundation import L
 from fastai.torch_core import params
@@ -61,15 +63,37 @@ def create_efficientdet(
     config, # An effdet config (see `efficientdet_config`)
     pretrained:bool=True, # Load effdet's COCO weights for `config.name` (the class head is then reset to `config.num_classes`)
     pretrained_backbone:bool=None, # Load timm's ImageNet backbone weights (default: `pretrained`; ignored when `pretrained`)
+    weights=None, # Or a checkpoint file: an effdet state dict of this architecture, any class count
 )->nn.Module:
     "Build effdet's `EfficientDet` for `config`, through effdet's own factory and weight loading."
     num_classes = config.num_classes
+    if weights is not None: return _from_checkpoint(config, weights)
     if pretrained:  # effdet's checkpoints have the config's original head: load, then reset the head
         base = get_efficientdet_config(config.name)
         cfg = copy.deepcopy(config); cfg.num_classes = base.num_classes
         return create_model_from_config(cfg, pretrained=True, num_classes=num_classes)
     return create_model_from_config(config, pretrained=False, num_classes=num_classes,
                                     pretrained_backbone=bool(pretrained_backbone))
+
+def _from_checkpoint(config, weights)->nn.Module:
+    "The model of `config` with the tensors of the checkpoint file `weights`; a head of another class count is reset."
+    p = Path(weights)
+    if not p.is_file(): raise FileNotFoundError(f"{p}: no such checkpoint file")
+    try: state = torch.load(p, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f"{p}: not a checkpoint torch can load as plain tensors ({type(e).__name__}: {e})") from e
+    if isinstance(state, dict): state = state.get('state_dict_ema') or state.get('state_dict') or state  # effdet's training checkpoints
+    heads = [k for k in state if k.startswith('class_net.predict.') and k.endswith('weight')] if isinstance(state, dict) else []
+    if not heads: raise ValueError(f"{p}: not an EfficientDet state dict (no class_net.predict weights)")
+    n_anchors = len(config.aspect_ratios) * config.num_scales
+    cfg = copy.deepcopy(config); cfg.num_classes = state[heads[-1]].shape[0] // n_anchors
+    model = create_model_from_config(cfg, pretrained=False, pretrained_backbone=False)
+    for k, v in model.state_dict().items():
+        if k not in state or state[k].shape != v.shape:
+            got = f"{tuple(state[k].shape)}" if k in state else "nothing"
+            raise ValueError(f"{p} does not fit {config.name}: {k} should be {tuple(v.shape)}, the file has {got}")
+    model.load_state_dict(state)
+    if cfg.num_classes != config.num_classes: model.reset_head(num_classes=config.num_classes)
+    return model
 
 # %% ../../nbs/13_models.efficientdet.ipynb #c020
 def efficientdet_split(m:nn.Module)->list:

@@ -1,4 +1,4 @@
-"""SSD300/512 on VGG16, ResNet SSD, SSDLite on MobileNetV2, and SSD on any timm backbone: one table, one builder.
+"""SSD300/512 on VGG16, ResNet SSD, SSDLite on MobileNetV2 and MobileNetV3, SSD on any timm backbone, and torchvision's COCO detectors: one table, one builder.
 
 Docs: https://fastdet.github.io/fastdet/models.ssd.html.md"""
 
@@ -7,18 +7,23 @@ Docs: https://fastdet.github.io/fastdet/models.ssd.html.md"""
 # %% ../../nbs/12_models.ssd.ipynb #c001
 from __future__ import annotations
 import copy
+from functools import partial
+from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 import torchvision
+from torchvision.models.detection.ssd import _xavier_init
+from torchvision.models.detection.ssdlite import _mobilenet_extractor, _normal_init, _prediction_block
 from fastcore.foundation import L
 from fastai.torch_core import params
 from ..anchors.ssd import default_boxes, linear_scales, n_boxes_per_cell
 
 # %% auto #0
 __all__ = ['ssd_configs', 'L2Norm', 'VGG16Backbone', 'VGG16Neck', 'ResNetBackbone', 'MobileNetV2Backbone', 'TimmBackbone',
-           'NoNeck', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd', 'ssd_split']
+           'StagedFeatures', 'mobilenetv3_ssdlite', 'NoNeck', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd',
+           'ssd_checkpoint', 'load_ssd_weights', 'ssd_split']
 
 # %% ../../nbs/12_models.ssd.ipynb #c005
 class L2Norm(nn.Module):
@@ -98,6 +103,25 @@ class TimmBackbone(nn.Module):
         self.channels = self.model.feature_info.channels()
     def forward(self, x): return list(self.model(x))
 
+_TV_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)  # torchvision's SSDLite batch norm
+
+class StagedFeatures(nn.Module):
+    "The output of every stage of `features` (a `nn.Sequential` of stages, as torchvision's SSDLite extractor has)."
+    def __init__(self, features:nn.Sequential): super().__init__(); self.features = features
+    def forward(self, x):
+        out = []
+        for stage in self.features: x = stage(x); out.append(x)
+        return out
+
+def mobilenetv3_ssdlite(pretrained:bool=False)->tuple:
+    "torchvision's SSDLite320 MobileNetV3-Large feature extractor as `(backbone, extras)`, built and initialised by torchvision."
+    # torchvision reduces the tail (the last stage's channels halved) unless ImageNet weights are loaded, as its COCO model has it
+    m = torchvision.models.mobilenet_v3_large(weights='IMAGENET1K_V1' if pretrained else None, norm_layer=_TV_NORM,
+                                              reduced_tail=not pretrained)
+    if not pretrained: _normal_init(m)
+    ext = _mobilenet_extractor(m, 6, _TV_NORM)  # 6: every layer trainable (fastai's `freeze` decides)
+    return StagedFeatures(ext.features), ext.extra
+
 class NoNeck(nn.Module):
     "The neck of backbones that need none."
     def forward(self, feats): return list(feats)
@@ -139,6 +163,8 @@ def make_extras(
 
 def _head(kind, ci, co):
     if kind == 'conv': return nn.Conv2d(ci, co, 3, padding=1)
+    if kind == 'tv_lite':  # torchvision's SSDLite head block: its batch norm and its initialisation
+        h = _prediction_block(ci, co, 3, _TV_NORM); _normal_init(h); return h
     # SSDLite: depthwise 3x3 + BN + ReLU6, then a 1x1 prediction
     return nn.Sequential(_conv_bn(ci, ci, 3, 1, 1, groups=ci, act=nn.ReLU6), nn.Conv2d(ci, co, 1))
 
@@ -153,8 +179,9 @@ class SSD(nn.Module):
         num_classes:int, # Object classes, without background
         scales:list, # Default-box scales, one per map plus one
         aspect_ratios:list, # Default-box aspect ratios per map
-        clip:bool=True, # Clip default boxes to the image
-        head:str='conv', # 'conv' (3x3) or 'lite' (depthwise separable)
+        clip=True, # Default boxes: `True` clips them to the image, 'wh' their widths and heights (torchvision), `False` neither
+        head:str='conv', # 'conv' (3x3), 'lite' (depthwise separable) or 'tv_lite' (torchvision's SSDLite block)
+        steps:list=None, # Default-box centres at `(j+.5)*step` input pixels (torchvision); `None`: at the cell centres
     ):
         super().__init__()
         n = len(channels)
@@ -165,6 +192,7 @@ class SSD(nn.Module):
         nb = n_boxes_per_cell(self.aspect_ratios)
         self.cls_heads = nn.ModuleList([_head(head, c, n * (num_classes + 1)) for c, n in zip(channels, nb)])
         self.reg_heads = nn.ModuleList([_head(head, c, n * 4) for c, n in zip(channels, nb)])
+        self.steps = None if steps is None else list(steps)
         self._anchors = {}
 
     def features(self, x:Tensor)->list:
@@ -173,11 +201,11 @@ class SSD(nn.Module):
         for e in self.extras: feats.append(e(feats[-1]))
         return feats
 
-    def default_boxes(self, fm_sizes:list, device=None)->Tensor:
-        "Default boxes `[A, 4]` ([-1,1] xyxy) for maps of `fm_sizes`, cached."
-        key = (tuple(map(tuple, fm_sizes)), str(device))
+    def default_boxes(self, fm_sizes:list, hw:tuple=None, device=None)->Tensor:
+        "Default boxes `[A, 4]` ([-1,1] xyxy) for maps of `fm_sizes` of an input of size `hw`, cached."
+        key = (tuple(map(tuple, fm_sizes)), tuple(hw) if self.steps is not None else None, str(device))
         if key not in self._anchors:
-            self._anchors[key] = default_boxes(fm_sizes, self.scales, self.aspect_ratios, self.clip, device=device)
+            self._anchors[key] = default_boxes(fm_sizes, self.scales, self.aspect_ratios, self.clip, self.steps, hw, device=device)
         return self._anchors[key]
 
     def forward(self, x:Tensor)->tuple:
@@ -186,7 +214,7 @@ class SSD(nn.Module):
         B = x.shape[0]
         cls = torch.cat([h(f).permute(0, 2, 3, 1).reshape(B, -1, self.num_classes + 1) for h, f in zip(self.cls_heads, feats)], 1)
         reg = torch.cat([h(f).permute(0, 2, 3, 1).reshape(B, -1, 4) for h, f in zip(self.reg_heads, feats)], 1)
-        anchors = self.default_boxes([f.shape[-2:] for f in feats], x.device)
+        anchors = self.default_boxes([f.shape[-2:] for f in feats], tuple(x.shape[-2:]), x.device)
         return cls, reg, anchors.as_subclass(Tensor).expand(B, -1, -1)
 
     def __getstate__(self):
@@ -194,7 +222,9 @@ class SSD(nn.Module):
         return d
 
     def __setstate__(self, d):
-        if 'n_classes' in d: d['num_classes'] = d.pop('n_classes')  # models exported by fastdet before the rename
+        # models exported by fastdet 0.0.1: `n_classes`, and no `steps` (cell-centred default boxes)
+        if 'n_classes' in d: d['num_classes'] = d.pop('n_classes')
+        d.setdefault('steps', None)
         self.__dict__.update(d)
 
 # %% ../../nbs/12_models.ssd.ipynb #c012
@@ -217,9 +247,12 @@ def fm_sizes(model:SSD, size)->list:
 _AR6 = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
 
 ssd_configs = {
-    # torchvision's ssd300_vgg16 scales; 8732 boxes at 300
-    'ssd300_vgg16': dict(backbone='vgg16', extras='vgg300', head='conv', size=300,
-                         scales=[.07, .15, .33, .51, .69, .87, 1.05], aspect_ratios=_AR6),
+    # torchvision's ssd300_vgg16, box for box: its scales, steps and width/height clipping, its initialisation; 8732 boxes at 300
+    'ssd300_vgg16': dict(backbone='vgg16', extras='vgg300', head='conv', size=300, scales=[.07, .15, .33, .51, .69, .87, 1.05],
+                         aspect_ratios=_AR6, steps=[8, 16, 32, 64, 100, 300], clip='wh', init='xavier'),
+    # the same network with fastdet 0.0.1's default boxes (cell centres, corners clipped)
+    'ssd300_vgg16_cells': dict(backbone='vgg16', extras='vgg300', head='conv', size=300,
+                               scales=[.07, .15, .33, .51, .69, .87, 1.05], aspect_ratios=_AR6),
     # the original SSD512 min/max sizes (20.48 .. 542.72 px at 512); 24564 boxes at 512
     'ssd512_vgg16': dict(backbone='vgg16', extras='vgg512', head='conv', size=512,
                          scales=[.04, .1, .26, .42, .58, .74, .9, 1.06], aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]),
@@ -229,7 +262,12 @@ ssd_configs = {
                             scales=linear_scales(6, .1, .9), aspect_ratios=_AR6),
     'ssd512_resnet50': dict(backbone='resnet50', extras='bn', head='conv', size=512, n_maps=7,
                             scales=[.04, .1, .26, .42, .58, .74, .9, 1.06], aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]),
-    # torchvision's ssdlite scales (0.2 .. 0.95, then 1) with ratios 2 and 3 on every map; 20,10,5,3,2,1 at 320
+    # torchvision's ssdlite320_mobilenet_v3_large, built by torchvision's own functions (reduced tail, extra blocks,
+    # batch norm eps 0.001 / momentum 0.03, normal(0, 0.03) initialisation); 3234 boxes at 320
+    'ssdlite320_mobilenet_v3_large': dict(backbone='mobilenetv3', extras='torchvision', head='tv_lite', size=320,
+                                          scales=linear_scales(6, .2, .95, 1.), aspect_ratios=[[2, 3]] * 6, clip='wh'),
+    # the SSDLite of the MobileNetV2 paper (head on the block-15 expansion) with torchvision's ssdlite scales
+    # (0.2 .. 0.95, then 1) and ratios 2 and 3 on every map; 20,10,5,3,2,1 at 320
     'ssdlite_mobilenetv2': dict(backbone='mobilenetv2', extras='lite', head='lite', size=320, n_maps=6,
                                 extra_channels=(512, 256, 256, 128), scales=linear_scales(6, .2, .95, 1.),
                                 aspect_ratios=[[2, 3]] * 6),
@@ -239,13 +277,25 @@ def _timm_config(name):
     return dict(backbone='timm', timm_name=name, extras='bn', head='conv', size=300, n_maps=6,
                 scales=linear_scales(6, .1, .9), aspect_ratios=_AR6)
 
-def _backbone(cfg, pretrained):
+def _backbone(cfg, pretrained)->tuple:
+    "`(backbone, neck, extras)` of `cfg`; `extras` is `None` when `make_extras` builds them."
     b = cfg['backbone']
-    if b == 'vgg16': return VGG16Backbone(pretrained), VGG16Neck()
-    if b.startswith('resnet'): return ResNetBackbone(b, pretrained), NoNeck()
-    if b == 'mobilenetv2': return MobileNetV2Backbone(pretrained, cfg.get('width_mult', 1.)), NoNeck()
-    if b == 'timm': return TimmBackbone(cfg['timm_name'], pretrained, cfg.get('out_indices', (2, 3, 4))), NoNeck()
+    if b == 'vgg16': return VGG16Backbone(pretrained), VGG16Neck(), None
+    if b.startswith('resnet'): return ResNetBackbone(b, pretrained), NoNeck(), None
+    if b == 'mobilenetv2': return MobileNetV2Backbone(pretrained, cfg.get('width_mult', 1.)), NoNeck(), None
+    if b == 'mobilenetv3':
+        body, extras = mobilenetv3_ssdlite(pretrained)
+        return body, NoNeck(), extras
+    if b == 'timm': return TimmBackbone(cfg['timm_name'], pretrained, cfg.get('out_indices', (2, 3, 4))), NoNeck(), None
     raise ValueError(f"unknown backbone {b!r}")
+
+@torch.no_grad()
+def _channels(backbone, neck, extras)->list:
+    "Channels of every detection map, from a dry run on the 'meta' device."
+    x = torch.zeros(1, 3, 320, 320, device='meta')
+    maps = copy.deepcopy(neck).to('meta')(copy.deepcopy(backbone).to('meta').eval()(x))
+    for e in copy.deepcopy(extras).to('meta').eval(): maps.append(e(maps[-1]))
+    return [f.shape[1] for f in maps]
 
 _ONLY_FOR = dict(width_mult=('mobilenetv2',), out_indices=('timm',), extra_channels=('bn', 'lite'))  # else they would be dropped
 
@@ -253,6 +303,7 @@ def create_ssd(
     name:str, # A key of `ssd_configs`, or a timm model name (optionally prefixed 'timm/')
     num_classes:int, # Object classes, without background
     pretrained:bool=False, # Load ImageNet backbone weights through torchvision / timm (needs the hub)
+    weights=None, # 'coco': torchvision's COCO detector weights (downloaded once by torchvision); or a checkpoint file
     **kwargs # Override entries of the configuration (`scales`, `aspect_ratios`, `n_maps`, `width_mult`, ...)
 )->SSD:
     "Build the SSD configuration `name` for `num_classes` object classes."
@@ -262,23 +313,73 @@ def create_ssd(
         tname = name[5:] if name.startswith('timm/') else name
         if not timm.is_model(tname): raise ValueError(f"{name!r} is neither in ssd_configs {list(ssd_configs)} nor a timm model")
         cfg = _timm_config(tname)
-    unknown = set(kwargs) - {'scales', 'aspect_ratios', 'n_maps', 'width_mult', 'extra_channels', 'out_indices', 'clip', 'head'}
+    unknown = set(kwargs) - {'scales', 'aspect_ratios', 'n_maps', 'width_mult', 'extra_channels', 'out_indices', 'clip', 'head', 'steps'}
     if unknown: raise TypeError(f"create_ssd got unknown arguments {sorted(unknown)}")
     for k, kinds in _ONLY_FOR.items():
         if k in kwargs and cfg['backbone' if k != 'extra_channels' else 'extras'] not in kinds:
             raise ValueError(f"{name}: `{k}` applies to {' / '.join(kinds)} only, not to this model's {cfg['backbone']} backbone")
     cfg.update(kwargs)
-    backbone, neck = _backbone(cfg, pretrained)
-    if isinstance(backbone, TimmBackbone): chans = list(backbone.channels)
-    else: chans = [f.shape[1] for f in _meta_run([backbone, neck], 64)]  # channels from a dry run, not a table
-    n_maps = cfg.get('n_maps', len(cfg['aspect_ratios']))
-    extras, echans = make_extras(cfg['extras'], chans[-1], n_maps - len(chans), cfg.get('extra_channels', (512, 256, 256, 256, 256, 256)))
-    channels = chans + echans
-    m = SSD(backbone, neck, extras, channels, num_classes, cfg['scales'], cfg['aspect_ratios'], cfg.get('clip', True), cfg['head'])
+    if weights is not None: state, source = ssd_checkpoint(name, weights)  # a bad file fails before anything is built
+    backbone, neck, extras = _backbone(cfg, pretrained and weights is None)
+    if extras is None:
+        chans = _channels(backbone, neck, nn.ModuleList())
+        n_maps = cfg.get('n_maps', len(cfg['aspect_ratios']))
+        extras, _ = make_extras(cfg['extras'], chans[-1], n_maps - len(chans), cfg.get('extra_channels', (512, 256, 256, 256, 256, 256)))
+    m = SSD(backbone, neck, extras, _channels(backbone, neck, extras), num_classes, cfg['scales'], cfg['aspect_ratios'],
+            cfg.get('clip', True), cfg['head'], cfg.get('steps'))
+    if cfg.get('init') == 'xavier':  # torchvision's SSD300: Xavier-uniform new layers, zero biases
+        for mod in (m.neck.fc, m.extras, m.cls_heads, m.reg_heads): _xavier_init(mod)
     m.config = dict(cfg, name=name)
+    if weights is not None: load_ssd_weights(m, state, source)
     return m
 
-# %% ../../nbs/12_models.ssd.ipynb #n020
+# %% ../../nbs/12_models.ssd.ipynb #n016
+_COCO_WEIGHTS = {'ssd300_vgg16': 'SSD300_VGG16_Weights', 'ssdlite320_mobilenet_v3_large': 'SSDLite320_MobileNet_V3_Large_Weights'}
+
+def ssd_checkpoint(
+    name:str, # The architecture the weights are for
+    weights, # 'coco' (torchvision's COCO weights for `name`) or a checkpoint file
+)->tuple:
+    "`(state_dict, source)` of `weights` for architecture `name`, loaded without running any code."
+    if isinstance(weights, str) and weights == 'coco':
+        if name not in _COCO_WEIGHTS: raise ValueError(f"no COCO weights for {name!r}: torchvision has them for {list(_COCO_WEIGHTS)}")
+        w = getattr(torchvision.models.detection, _COCO_WEIGHTS[name]).COCO_V1
+        return w.get_state_dict(progress=True, check_hash=True), w.url
+    p = Path(weights)
+    if not p.is_file(): raise FileNotFoundError(f"{p}: no such checkpoint file (weights= takes 'coco' or a file)")
+    try: sd = torch.load(p, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f"{p}: not a checkpoint torch can load as plain tensors ({type(e).__name__}: {e})") from e
+    if isinstance(sd, dict) and isinstance(sd.get('model'), dict): sd = sd['model']  # torchvision's reference scripts save {'model': ...}
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise ValueError(f"{p}: not a state dict (a dict of tensors, as `torch.save(model.state_dict())` writes)")
+    return sd, str(p)
+
+def _kind(key:str)->str: return 'weight' if key.endswith('scale_weight') else key.rsplit('.', 1)[-1]
+
+def load_ssd_weights(
+    model:SSD, # A model of `create_ssd`
+    state:dict, # A state dict of the same torchvision model, or of fastdet's
+    source:str='the checkpoint', # Named in errors
+)->SSD:
+    "Load `state` into `model`; class heads made for another class count stay as initialised."
+    ours, name = model.state_dict(), model.config.get('name', type(model).__name__)
+    if set(state) == set(ours): pairs = [(k, k) for k in ours]  # fastdet's own layout: by name
+    else:  # torchvision's layout: in module order, where only the VGG L2Norm scale comes first
+        keys = sorted(ours, key=lambda k: k != 'neck.l2norm.weight')
+        if len(keys) != len(state):
+            raise ValueError(f"{source} does not fit {name}: it has {len(state)} tensors, {name} has {len(keys)}")
+        pairs = list(zip(keys, state))
+    new_cls = any(k.startswith('cls_heads.') and ours[k].shape != state[s].shape for k, s in pairs)
+    out = {}
+    for k, s in pairs:
+        if new_cls and k.startswith('cls_heads.'): out[k] = ours[k]; continue
+        if ours[k].shape != state[s].shape or _kind(k) != _kind(s):
+            raise ValueError(f"{source} does not fit {name}: its {s} {tuple(state[s].shape)} is not {name}'s {k} {tuple(ours[k].shape)}")
+        out[k] = state[s]
+    model.load_state_dict(out)
+    return model
+
+# %% ../../nbs/12_models.ssd.ipynb #n024
 def ssd_split(m:SSD)->list:
     "Two parameter groups: the backbone, then the neck, extra layers and heads."
     return L(m.backbone, nn.ModuleList([m.neck, m.extras, m.cls_heads, m.reg_heads])).map(params)
