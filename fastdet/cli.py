@@ -17,14 +17,15 @@ import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine
 import fastdet
 from .boxes import convert_boxes
 from .data.records import ImageError, open_image, check_records
-from .data.readers import IMG_EXTS, read_records
+from .data.readers import files_under, read_records
 from .data.core import DetDataLoaders
-from .learner import make_learner, draw_boxes, ValidateLastEpoch
+from fastai.callback.core import Callback
+from .learner import make_learner, draw_boxes, ValidateLastEpoch, save_detector, load_detector
 from .metrics import COCOMetric, coco_table, evaluate
 
 # %% auto #0
-__all__ = ['SHAPES_RECIPE', 'CLIError', 'train', 'load_model', 'predict', 'evaluate_model', 'fastdet_train', 'fastdet_predict',
-           'fastdet_eval', 'main']
+__all__ = ['SHAPES_RECIPE', 'CLIError', 'SaveProgress', 'train', 'load_model', 'predict', 'evaluate_model', 'fastdet_train',
+           'fastdet_predict', 'fastdet_eval', 'main']
 
 # %% ../nbs/40_cli.ipynb #n005
 class CLIError(Exception):
@@ -34,72 +35,121 @@ class CLIError(Exception):
 SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200)
 
 # %% ../nbs/40_cli.ipynb #c010
-def _data_dls(data, fmt, size, bs, n, seed, **kwargs):
+def _data_dls(data, fmt, size, bs, n, seed, images=None, **kwargs):
     kwargs.setdefault('batch_tfms', [Flip()])
     if data is None: return DetDataLoaders.from_shapes(n=n, size=size, bs=bs, seed=seed, **kwargs)
-    recs = read_records(data, fmt)
+    recs = read_records(data, fmt, images)
     return DetDataLoaders.from_records(recs, size=size, bs=bs, seed=seed, **kwargs)
+
+class SaveProgress(Callback):
+    "After every epoch, the training state (weights and optimizer, `models/last.pth`) and the schedule's position, for `--resume`."
+    order = 90  # after fastai's recorder
+    def __init__(self, out, phase:str): self.out, self.phase = Path(out), phase
+    def after_epoch(self):
+        self.learn.save('last', with_opt=True)
+        (self.out/'progress.json').write_text(json.dumps(dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch)))
+
+def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0):
+    "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs."
+    if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train')])
+    if phase == 'frozen':  # fastai's fine_tune: freeze_epochs=1, lr_mult=100, pct_start .99 then .3, div 5
+        learn.freeze()
+        if done < 1: learn.fit_one_cycle(1, slice(lr), pct_start=.99, start_epoch=done, cbs=cbs + [SaveProgress(out, 'frozen')])
+        done = 0
+    learn.unfreeze()
+    learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen')])
+
+_TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'pretrained', 'n', 'seed', 'every_epoch', 'weights', 'images')
 
 def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['size'], bs=SHAPES_RECIPE['bs'],
           epochs=SHAPES_RECIPE['epochs'], lr=SHAPES_RECIPE['lr'], lr_find=False, pretrained=False, n=SHAPES_RECIPE['n'],
-          seed=0, out='fastdet_out', show=True, every_epoch=False, weights=None):
-    "Train a detector; print the 12 COCO stats; write `model.pkl`, `predictions.png` and `stats.json` into `out`."
+          seed=0, out='fastdet_out', show=True, every_epoch=False, weights=None, images=None, pickle=False, resume=False):
+    "Train a detector; print the 12 COCO stats; write `model.pth`, `predictions.png` and `stats.json` into `out`."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     t0 = time.time()
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    dls = _data_dls(data, fmt, size, bs, n, seed)
+    out = Path(out)
+    if resume:  # the arguments of the interrupted run, and where it stopped
+        if not (out/'progress.json').is_file(): raise CLIError(f"{out}: nothing to resume (no progress.json from an interrupted fastdet train)")
+        args, progress = json.loads((out/'args.json').read_text()), json.loads((out/'progress.json').read_text())
+        data, fmt, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, every_epoch, weights, images = (args[k] for k in _TRAIN_ARGS)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (out/'args.json').write_text(json.dumps({k: v for k, v in zip(_TRAIN_ARGS, (
+            str(data) if data else None, fmt, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, every_epoch,
+            str(weights) if weights else None, str(images) if images else None))}, indent=1))
+    dls = _data_dls(data, fmt, size, bs, n, seed, images)
     src = 'the built-in shapes dataset' if data is None else str(data)
     print(f"fastdet {fastdet.__version__}: {arch} on {src}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation images, "
           f"{len(dls.vocab) - 1} classes, size {size}")
-    kw = {} if weights is None else dict(weights=weights)
-    learn = make_learner(dls, arch, pretrained=pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
-    if lr_find:
+    kw = {} if weights is None or resume else dict(weights=weights)
+    learn = make_learner(dls, arch, pretrained=pretrained and not resume, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
+    fine_tune = pretrained or weights is not None
+    phase, done = ('frozen' if fine_tune else 'train'), 0
+    if resume:
+        learn.load('last', with_opt=True)
+        phase, done = progress['phase'], progress['epoch']
+        if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
+        print(f"resuming after epoch {done} ({phase})")
+    elif lr_find:
         lr = learn.lr_find(show_plot=False).valley
         print(f"lr_find suggests lr={lr:.2e}")
     cbs = [] if every_epoch else [ValidateLastEpoch()]
-    if pretrained or weights is not None: learn.fine_tune(epochs, lr, cbs=cbs)
-    else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
-    # the metrics share one COCOeval of the last validation: all 12 statistics are already there
-    stats = {k: max(float(v), 0.) for k, v in learn.metrics[0].stats.items()}
+    try: _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done)
+    except KeyboardInterrupt:
+        save_detector(learn, out/'model.pth')
+        print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
+              f"with: fastdet train --resume --out {out}", file=sys.stderr)
+        raise
+    # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
+    stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
     print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
-    learn.fastdet_version = fastdet.__version__
-    learn.export(out.resolve()/'model.pkl')
+    save_detector(learn, out/'model.pth')
+    written = [out/'model.pth']
+    if pickle:
+        learn.fastdet_version = fastdet.__version__
+        learn.export(out.resolve()/'model.pkl'); written.append(out/'model.pkl')
     (out/'stats.json').write_text(json.dumps(stats, indent=1))
     if show:
         with learn.no_bar(): learn.show_results(max_n=4, figsize=(8, 16))
         plt.savefig(out/'predictions.png', bbox_inches='tight'); plt.close('all')
-    print(f"mAP@[.5:.95] = {stats['AP']:.3f}   (AP50 {stats['AP50']:.3f})   in {time.time() - t0:.0f} s")
-    print(f"wrote {out/'model.pkl'}, {out/'predictions.png'}, {out/'stats.json'}")
+    fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
+    print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
+    print(f"wrote {', '.join(map(str, written + [out/'predictions.png', out/'stats.json']))}")
     return learn, stats
 
 # %% ../nbs/40_cli.ipynb #c012
 def load_model(fn):
-    "Load a learner exported by fastdet, with a one-line error for a missing file or another version's file."
+    "The learner in `fn`: a `save_detector` file (read without unpickling), or a pickled `.pkl` export (fastai's warning shown)."
     fn = Path(fn)
     if not fn.is_file(): raise CLIError(f"{fn}: no such model file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            learn = load_learner(fn, cpu=not torch.cuda.is_available())
+    if fn.suffix.lower() != '.pkl': return load_detector(fn, cpu=not torch.cuda.is_available())
+    try: learn = load_learner(fn, cpu=not torch.cuda.is_available())  # unpickles: runs what the file names (fastai warns)
     except (AttributeError, ModuleNotFoundError, ImportError) as e:
         raise CLIError(f"{fn}: this model file was written by another version of fastdet or fastai ({e}); "
                        f"this is fastdet {fastdet.__version__}: export it again with this version") from e
     except Exception as e:
         raise CLIError(f"{fn}: not a model file exported by fastdet ({type(e).__name__}: {e})") from e
+    if isinstance(learn, dict): raise CLIError(f"{fn}: a bare state dict, not an exported learner: give it to `fastdet train --weights {fn}`")
     v = getattr(learn, 'fastdet_version', None)
     if v is not None and v != fastdet.__version__:
         raise CLIError(f"{fn}: exported by fastdet {v}, this is fastdet {fastdet.__version__}: export it again with this version")
-    if not hasattr(learn.loss_func, 'activation'): raise CLIError(f"{fn}: not a fastdet detection model")
+    if not hasattr(getattr(learn, 'loss_func', None), 'activation'): raise CLIError(f"{fn}: not a fastdet detection model")
     return learn
 
 def _image_files(paths)->list:
+    "`(file, output name)` of every image in `paths`: a folder's images keep their path below it, so no two outputs collide."
     files = []
     for p in map(Path, paths):
         if not p.exists(): raise CLIError(f"{p}: no such file or folder")
-        files += sorted(f for f in p.rglob('*') if f.suffix.lower() in IMG_EXTS) if p.is_dir() else [p]
+        files += [(f, f.relative_to(p)) for f in files_under(p)] if p.is_dir() else [(p, Path(p.name))]
     if not files: raise CLIError(f"no images found in {', '.join(map(str, paths))}")
-    return files
+    seen, out = set(), []
+    for f, rel in files:  # files given by name from different folders may still share a name
+        name, k = rel.with_name(rel.name + '.png'), 1
+        while name in seen: name, k = rel.with_name(f"{rel.name}.{k}.png"), k + 1
+        seen.add(name); out.append((f, name))
+    return out
 
 def predict(model, images, out='fastdet_predictions', score_thresh=0.3):
     "Detections of `model` on image files/folders: `detections.json` (COCO results, pixels of each image) and annotated images."
@@ -110,7 +160,7 @@ def predict(model, images, out='fastdet_predictions', score_thresh=0.3):
     cats = getattr(learn.dls, 'categories', None) or {}
     name2id = {v: k for k, v in cats.items()}
     results, skipped = [], []
-    for i, fn in enumerate(_image_files(images)):
+    for i, (fn, name) in enumerate(_image_files(images)):
         try: img = open_image(fn)
         except ImageError as e:
             print(f"warning: skipped {e}", file=sys.stderr); skipped.append(str(fn)); continue
@@ -123,16 +173,17 @@ def predict(model, images, out='fastdet_predictions', score_thresh=0.3):
                                 category_id=name2id.get(l, list(learn.dls.vocab).index(l)),
                                 bbox=[round(v, 2) for v in b], score=round(s, 4)))
         ax = draw_boxes(img, boxes, [f"{l} {s:.2f}" for l, s in zip(labels, scores.tolist())])
-        ax.figure.savefig(out/'images'/f'{fn.stem}.png'); plt.close(ax.figure)
+        (out/'images'/name).parent.mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(out/'images'/name); plt.close(ax.figure)
     (out/'detections.json').write_text(json.dumps(results, indent=1))
     print(f"{len(results)} detections on {i + 1 - len(skipped)} images -> {out/'detections.json'}, {out/'images'}")
     if skipped: print(f"skipped {len(skipped)} unreadable images: {', '.join(skipped)}", file=sys.stderr)
     return results
 
-def evaluate_model(model, data, fmt=None, voc=False, bs=16):
+def evaluate_model(model, data, fmt=None, voc=False, bs=16, images=None):
     "The 12 COCO stats (and VOC mAP) of a saved model on a dataset."
     learn = load_model(model)
-    recs = read_records(data, fmt)
+    recs = read_records(data, fmt, images)
     vocab = list(learn.dls.vocab)
     unknown = sorted({l for r in recs for l in r.labels} - set(vocab[1:]))
     if unknown: raise CLIError(f"{data}: classes {unknown[:10]} are not among the model's {vocab[1:]}")
@@ -156,17 +207,21 @@ def fastdet_train(
     lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
     pretrained:store_true=False, # Start from pretrained backbone weights (downloaded once by timm/torchvision)
     weights:str=None, # Start from a pretrained detector: 'coco' (torchvision's, for ssd300_vgg16 / ssdlite320_mobilenet_v3_large) or a checkpoint file
+    images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
+    pickle:store_true=False, # Also write model.pkl (fastai's `export`: loading it unpickles, i.e. runs code)
+    resume:store_true=False, # Continue the interrupted run in --out from its last finished epoch (its own arguments)
     n:int=SHAPES_RECIPE['n'], # Images of the built-in dataset
     seed:int=0, # Seed of the split (and of the built-in dataset)
-    out:str='fastdet_out', # Folder for model.pkl, predictions.png, stats.json
+    out:str='fastdet_out', # Folder for model.pth, predictions.png, stats.json (and the training state)
     every_epoch:store_true=False, # Validate after every epoch (default: only after the last, to save time)
 ):
     "Train a detector and print the 12 COCO statistics of its validation set."
-    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, every_epoch=every_epoch, weights=weights)
+    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, every_epoch=every_epoch, weights=weights,
+          images=images, pickle=pickle, resume=resume)
 
 @call_parse(pos=['model'])
 def fastdet_predict(
-    model:str, # Exported learner (model.pkl)
+    model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
     *images:str, # Image files or folders
     out:str='fastdet_predictions', # Output folder
     score_thresh:float=0.3, # Detections kept from this score on
@@ -177,13 +232,14 @@ def fastdet_predict(
 
 @call_parse(pos=['model', 'data'])
 def fastdet_eval(
-    model:str, # Exported learner (model.pkl)
+    model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
     data:str, # COCO json, VOC folder, YOLO yaml/folder or CSV
     format:str=None, # Data format, recognised when not given
     voc:store_true=False, # Also Pascal VOC mAP@0.5 (11-point and all-point)
+    images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
 ):
     "The 12 COCO statistics of a saved model on a dataset."
-    evaluate_model(model, data, format, voc)
+    evaluate_model(model, data, format, voc, images=images)
 
 _COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']))
 

@@ -6,8 +6,9 @@ Docs: https://fastdet.github.io/fastdet/learner.html.md"""
 
 # %% ../nbs/20_learner.ipynb #c001
 from __future__ import annotations
-import warnings
+import copy, tempfile, warnings
 from pathlib import Path
+import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image
@@ -17,39 +18,44 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, fine_tune)
 from fastai.data.transforms import Normalize
-from fastai.torch_core import show_image, to_cpu
+from fastai.torch_core import show_image, to_cpu, default_device
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import get_grid
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .boxes import bbox_to_pixels, unpad, detections_to_pixels
 from .data.records import DetRecord, DetImage
-from .data.core import input_resize
+from .data.core import DetResize, input_resize, check_batches, det_block
 from .models.ssd import create_ssd, ssd_configs, ssd_split
 from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
 
 # %% auto #0
-__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DetLearner', 'draw_boxes', 'add_normalize', 'ssd_learner',
-           'efficientdet_stats', 'EfficientDetLearner', 'efficientdet_learner', 'make_learner', 'ValidateLastEpoch']
+__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'DetLearner', 'draw_boxes', 'add_normalize',
+           'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner', 'efficientdet_learner',
+           'save_detector', 'load_detector', 'make_learner', 'ValidateLastEpoch']
 
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
     "A fastai `Learner` for detection: `predict` in the original image's pixels, `show_results` beside the ground truth."
     def predict(self,
-        item, # Image file, `DetRecord`, PIL image, array `[H, W, 3]` or uint8 tensor `[3, H, W]`
+        item, # Image file (str or Path), `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]` (uint8, or float in [0, 1])
         rm_type_tfms=None, # Passed to `test_dl`
     )->tuple:
         "`(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
-        if not isinstance(item, (str, Path, DetRecord, DetImage)):  # in-memory images enter after the type transforms
-            if isinstance(item, Image.Image) and item.mode != 'RGB': item = item.convert('RGB')
-            item = DetImage.create(item)
+        if isinstance(item, str): item = Path(item)
+        if not isinstance(item, (Path, DetRecord, DetImage)): item = DetImage.create(item)  # in memory: after the type transforms
         dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0)
         img = dl.dataset[0][0]  # after the type transforms: the image as given
         _, _, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
         boxes, labels, scores = unpad(*dec)[0]
         px = detections_to_pixels(boxes, tuple(img.shape[-2:]) if isinstance(img, Tensor) else img.shape, input_resize(dl))
         return px, [self.dls.vocab[int(i)] for i in labels], scores
+
+    def fit(self, n_epoch, *args, **kwargs):
+        "fastai's `fit`, refusing to train on a training set that makes no batch."
+        check_batches(self.dls)
+        return super().fit(n_epoch, *args, **kwargs)
 
     def show_results(self,
         ds_idx:int=1, # Which `DataLoader` (1: validation)
@@ -114,6 +120,21 @@ def add_normalize(
                       f"{to_cpu(have[0].std).flatten().tolist()}; {arch} expects mean {list(stats[0])}, std {list(stats[1])}: "
                       f"keeping the DataLoaders' own")
 
+# %% ../nbs/20_learner.ipynb #n009
+def check_batch_norm(learn):
+    "Raise a `ValueError` if `learn`'s model cannot train at its `DataLoaders`' batch size (BatchNorm on one value per channel)."
+    bs, rsz = learn.dls.train.bs, input_resize(learn.dls.train)
+    if bs != 1 or rsz is None or not len(learn.dls.train_ds): return  # (no training data: a learner to predict with)
+    w, h = rsz.size
+    m = copy.deepcopy(learn.model).to('meta').train()
+    try:
+        with torch.no_grad(): m(torch.zeros(1, 3, h, w, device='meta'))
+    except ValueError as e:
+        if 'more than 1 value per channel' not in str(e): raise
+        arch = getattr(learn, 'recipe', {}).get('arch', type(learn.model).__name__)
+        raise ValueError(f"{arch} cannot train with batch size 1 at {h}x{w}: its BatchNorm layers on the smallest feature maps "
+                         f"see one value per channel ({e}). Use bs >= 2, or a larger input size.") from None
+
 # %% ../nbs/20_learner.ipynb #c009
 VGG16_STATS = ([0.48235, 0.45882, 0.40784], [1 / 255] * 3)  # torchvision's VGG16 weights: 0-255 pixels less the mean
 HALF_STATS = ([.5] * 3, [.5] * 3)  # torchvision's SSDLite320 COCO weights: [-1, 1]
@@ -146,6 +167,8 @@ def ssd_learner(
     add_normalize(dls, _ssd_stats(model, arch), arch)
     loss_func = ifnone(loss_func, MultiBoxLoss(**ssd_meta.get(arch, {}).get('decode', {})))
     learn = DetLearner(dls, model, loss_func=loss_func, splitter=ifnone(splitter, ssd_split), **kwargs)
+    learn.recipe = dict(arch=arch, model_kwargs=dict(model_kwargs or {}))
+    check_batch_norm(learn)
     if pretrained or weights is not None: learn.freeze()
     return learn
     if pretrained: learn.freeze()
@@ -153,7 +176,9 @@ def ssd_learner(
 
 # %% ../nbs/20_learner.ipynb #c022
 def _dls_hw(dls)->tuple:
-    "`(h, w)` of the images the `DataLoaders` give (one batch is drawn)."
+    "`(h, w)` of the images the `DataLoaders` give: their `Resize`'s size, or one batch's."
+    rsz = input_resize(dls.train)
+    if rsz is not None: return tuple(int(s) for s in rsz.size[::-1])  # fastai stores (w, h)
     return tuple(int(s) for s in dls.one_batch()[0].shape[-2:])
 
 def efficientdet_stats(config)->tuple:
@@ -186,10 +211,78 @@ def efficientdet_learner(
     add_normalize(dls, efficientdet_stats(cfg), arch)
     learn = EfficientDetLearner(dls, model, loss_func=ifnone(loss_func, EffDetLoss(cfg, max_det=max_det)),
                                 splitter=ifnone(splitter, efficientdet_split), train_bn=train_bn, **kwargs)
+    learn.recipe = dict(arch=arch, config=dict(config or {}), max_det=max_det)
+    check_batch_norm(learn)
     if pretrained or weights is not None: learn.freeze()
     return learn
 
-# %% ../nbs/20_learner.ipynb #n023
+# %% ../nbs/20_learner.ipynb #n025
+DETECTOR_FORMAT = 'fastdet-detector/1'
+
+def _loss_settings(lf)->dict:
+    if isinstance(lf, MultiBoxLoss):
+        return dict(match_thresh=lf.match_thresh, neg_pos_ratio=lf.neg_pos_ratio, variances=list(lf.coder.variances),
+                    bbox_weight=lf.bbox_weight, score_thresh=lf.score_thresh, topk=lf.topk, nms_thresh=lf.nms_thresh, max_det=lf.max_det)
+    if isinstance(lf, EffDetLoss): return dict(max_det=lf.max_det)
+    raise ValueError(f"save_detector knows fastdet's losses, not {type(lf).__name__}: save this learner with `learn.export`")
+
+def save_detector(
+    learn:DetLearner, # A learner made by `ssd_learner`, `efficientdet_learner` or `load_detector`
+    fname, # File to write (`.pth`)
+):
+    "Write `learn` as weights plus a description, a file that `load_detector` reads without unpickling any object."
+    recipe = getattr(learn, 'recipe', None)
+    if recipe is None: raise ValueError("this learner was not made by ssd_learner / efficientdet_learner: save it with `learn.export`")
+    rsz, norm = input_resize(learn.dls.valid), [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
+    if rsz is None: raise ValueError("the DataLoaders have no Resize: save this learner with `learn.export`")
+    desc = dict(format=DETECTOR_FORMAT, recipe=recipe, vocab=[str(v) for v in learn.dls.vocab],
+                categories=[[int(k), str(v)] for k, v in (getattr(learn.dls, 'categories', None) or {}).items()],
+                size=[int(s) for s in rsz.size], method=str(rsz.method), pad_mode=str(rsz.pad_mode),
+                mean=to_cpu(norm[0].mean).flatten().tolist() if norm else None, std=to_cpu(norm[0].std).flatten().tolist() if norm else None,
+                loss=_loss_settings(learn.loss_func))
+    torch.save(dict(fastdet=desc, state_dict={k: v.detach().cpu() for k, v in learn.model.state_dict().items()}), fname)
+
+def _empty_dls(desc:dict):
+    "`DataLoaders` with the transforms of `desc` and no items (fastai needs one item to set up types: a 2x2 image, then dropped)."
+    with tempfile.TemporaryDirectory() as d:
+        fn = Path(d)/'x.png'
+        Image.new('RGB', (2, 2)).save(fn)
+        db = det_block(vocab=desc['vocab'][1:], item_tfms=[DetResize(tuple(desc['size'][::-1]), method=desc['method'], pad_mode=desc['pad_mode'])],
+                       splitter=lambda items: (list(range(len(items))), []))
+        dls = db.dataloaders([DetRecord(fn, np.zeros((0, 4)), [])], bs=1, num_workers=0).new_empty()
+    if desc['mean'] is not None: dls.add_tfms([Normalize.from_stats(desc['mean'], desc['std'])], 'after_batch')
+    dls.categories = {k: v for k, v in desc['categories']} or None
+    return dls
+
+def load_detector(
+    fname, # A file written by `save_detector`
+    cpu:bool=True, # Keep the learner on the CPU (else on the default device)
+)->DetLearner:
+    "The learner of a `save_detector` file, rebuilt from its description and weights, reading nothing but tensors and plain values."
+    fname = Path(fname)
+    if not fname.is_file(): raise FileNotFoundError(f"{fname}: no such model file")
+    try: obj = torch.load(fname, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{fname}: not a fastdet model file that loads safely ({type(e).__name__}: {str(e).strip().splitlines()[0]}). "
+                         f"Only if you trust its author, load a pickled learner with fastai's `load_learner`") from None
+    if isinstance(obj, dict) and 'fastdet' not in obj and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"{fname}: a bare state dict (weights without fastdet's description of the model): give it as "
+                         f"`weights=` when making a learner (`fastdet train --weights {fname}`) to start from it")
+    if not isinstance(obj, dict) or not isinstance(obj.get('fastdet'), dict) or obj['fastdet'].get('format') != DETECTOR_FORMAT:
+        raise ValueError(f"{fname}: not a model file written by fastdet's `save_detector` ({DETECTOR_FORMAT})")
+    desc, recipe = obj['fastdet'], obj['fastdet']['recipe']
+    dls = _empty_dls(desc)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*already normalise')  # the file's own statistics, installed above
+        if recipe['arch'] in efficientdet_archs():
+            learn = efficientdet_learner(dls, recipe['arch'], pretrained=False, config=recipe['config'], **desc['loss'])
+        else:
+            learn = ssd_learner(dls, recipe['arch'], pretrained=False, model_kwargs=recipe['model_kwargs'], loss_func=MultiBoxLoss(**desc['loss']))
+    learn.model.load_state_dict(obj['state_dict'])
+    if not cpu: learn.dls.to(default_device()); learn.model.to(default_device())
+    return learn
+
+# %% ../nbs/20_learner.ipynb #n029
 def make_learner(
     dls, # Detection `DataLoaders`
     arch:str, # A name of `efficientdet_archs()`, a key of `ssd_configs`, or a timm model name

@@ -428,7 +428,7 @@ class VOCMetric(_DetMetric):
 
 # %% ../nbs/30_metrics.ipynb #n033
 def coco_table(stats:dict)->str:
-    "The 12 COCO statistics as a text table, in COCOeval's wording."
+    "The 12 COCO statistics as a text table, in COCOeval's wording; `-` where COCO leaves one undefined (-1)."
     rows = [('AP', 'Average Precision', '0.50:0.95', 'all', 100), ('AP50', 'Average Precision', '0.50', 'all', 100),
             ('AP75', 'Average Precision', '0.75', 'all', 100), ('APs', 'Average Precision', '0.50:0.95', 'small', 100),
             ('APm', 'Average Precision', '0.50:0.95', 'medium', 100), ('APl', 'Average Precision', '0.50:0.95', 'large', 100),
@@ -436,7 +436,10 @@ def coco_table(stats:dict)->str:
             ('AR100', 'Average Recall', '0.50:0.95', 'all', 100), ('ARs', 'Average Recall', '0.50:0.95', 'small', 100),
             ('ARm', 'Average Recall', '0.50:0.95', 'medium', 100), ('ARl', 'Average Recall', '0.50:0.95', 'large', 100)]
     lines = [f"{'stat':<6} {'':<18} {'IoU':<10} {'area':<7} {'maxDets':>7}  value"]
-    for k, what, iou, area, md in rows: lines.append(f"{k:<6} {what:<18} {iou:<10} {area:<7} {md:>7}  {stats[k]:.3f}")
+    for k, what, iou, area, md in rows:
+        lines.append(f"{k:<6} {what:<18} {iou:<10} {area:<7} {md:>7}  " + (f"{stats[k]:.3f}" if stats[k] > -1 else '    -'))
+    if any(v <= -1 for k, v in stats.items() if k in COCO_STATS):
+        lines.append("(-: undefined, no ground truth in that area range; -1 in the numbers, as pycocotools gives it)")
     return '\n'.join(lines)
 
 def evaluate(learn, dl=None, voc:bool=False)->dict:
@@ -447,7 +450,7 @@ def evaluate(learn, dl=None, voc:bool=False)->dict:
     try:
         with learn.no_bar(), learn.no_logging(): learn.validate(dl=dl)
         stats = ms[0].stats or {k: 0. for k in COCO_STATS}
-        out = {k: max(float(v), 0.) for k, v in stats.items()}
+        out = {k: float(v) for k, v in stats.items()}  # -1 where COCO leaves a statistic undefined
         if voc: out.update(VOC07_mAP=ms[-2].value, VOC_mAP=ms[-1].value)
     finally: learn.metrics = old
     return out

@@ -12,17 +12,19 @@ def _run(*args, cwd):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp('cli')
-    r = _run('train', '--n', 80, '--size', 128, '--epochs', 1, '--bs', 16, '--out', d/'out', cwd=d)
+    r = _run('train', '--n', 80, '--size', 128, '--epochs', 1, '--bs', 16, '--out', d/'out', '--pickle', cwd=d)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return d, r
 
 def test_train_writes_model_png_stats(trained):
     d, r = trained
-    for f in ('model.pkl', 'predictions.png', 'stats.json'): assert (d/'out'/f).stat().st_size > 0, f
+    for f in ('model.pth', 'model.pkl', 'predictions.png', 'stats.json'): assert (d/'out'/f).stat().st_size > 0, f
     stats = json.loads((d/'out'/'stats.json').read_text())
     assert list(stats) == ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
-    assert all(0 <= v <= 1 for v in stats.values())
+    assert all(0 <= v <= 1 or v == -1 for v in stats.values())  # -1: undefined, as pycocotools gives it
     assert f"AP     Average Precision  0.50:0.95  all         100  {stats['AP']:.3f}" in r.stdout
+    for k, v in stats.items():  # undefined statistics print as '-', not as 0.000
+        if v == -1: assert any(l.startswith(f"{k:<6}") and l.endswith('  -') for l in r.stdout.splitlines()), k
     assert f"mAP@[.5:.95] = {stats['AP']:.3f}" in r.stdout
 
 def test_predict_and_eval(trained):
@@ -31,7 +33,7 @@ def test_predict_and_eval(trained):
     recs = make_shapes(n=80, size=256, seed=0)
     imgs = [recs[i].file for i in range(3)]
     (d/'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
-    r = _run('predict', d/'out'/'model.pkl', *imgs, d/'broken.jpg', '--out', d/'pred', '--score-thresh', 0, cwd=d)
+    r = _run('predict', d/'out'/'model.pth', *imgs, d/'broken.jpg', '--out', d/'pred', '--score-thresh', 0, cwd=d)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'broken.jpg' in r.stderr and 'skipped' in r.stderr
     dets = json.loads((d/'pred'/'detections.json').read_text())
@@ -39,9 +41,9 @@ def test_predict_and_eval(trained):
     for x in dets:
         assert x['category_name'] in ('circle', 'cross', 'square', 'triangle')
         x0, y0, w, h = x['bbox']; assert -1e-3 <= x0 and x0 + w <= 256 + 1e-3 and -1e-3 <= y0 and y0 + h <= 256 + 1e-3
-    assert sorted(p.name for p in (d/'pred'/'images').iterdir()) == sorted(f'{f.stem}.png' for f in imgs)
+    assert sorted(p.name for p in (d/'pred'/'images').iterdir()) == sorted(f'{f.name}.png' for f in imgs)
     ann = recs[0].file.parent.parent/'annotations.json'
-    r = _run('eval', d/'out'/'model.pkl', ann, '--voc', cwd=d)
+    r = _run('eval', d/'out'/'model.pth', ann, '--voc', cwd=d)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'AR100' in r.stdout and 'VOC mAP@0.5' in r.stdout
 
@@ -50,12 +52,13 @@ def test_predict_and_eval(trained):
     (('eval', 'missing.pkl', 'x.json'), 'missing.pkl: no such model file'),
     (('predict', 'missing.pkl', 'a.jpg'), 'missing.pkl: no such model file'),
     (('train', 'notes.txt'), "can't tell the data format"),
-    (('eval', 'notes.txt', 'x.json'), 'not a model file exported by fastdet'),
+    (('eval', 'notes.txt', 'x.json'), 'notes.txt: not a fastdet model file that loads safely'),
+    (('eval', 'notes.pkl', 'x.json'), 'not a model file exported by fastdet'),
 ])
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, args, expect):
     from fastdet.cli import main
     monkeypatch.chdir(tmp_path)
-    (tmp_path/'notes.txt').write_text('hello')
+    (tmp_path/'notes.txt').write_text('hello'); (tmp_path/'notes.pkl').write_text('hello')
     assert main(list(args)) == 1
     err = capsys.readouterr().err
     assert expect in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
@@ -75,3 +78,57 @@ def test_model_from_another_version(trained, tmp_path, capsys):
 def test_bad_path_in_a_real_process(tmp_path):
     r = _run('predict', 'missing.pkl', 'a.jpg', cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip() == 'fastdet predict: error: missing.pkl: no such model file', r.stderr
+
+def test_pickle_path_still_loads_with_fastais_warning(trained, tmp_path):
+    d, _ = trained
+    env = {**os.environ}; env.pop('PYTHONWARNINGS', None)
+    r = subprocess.run([str(EXE), 'eval', str(d/'out'/'model.pkl'), 'x.json'], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert "insecure pickle" in r.stderr and 'x.json: no such file or folder' in r.stderr
+
+def test_malicious_and_bare_files_are_refused(tmp_path):
+    import pickle, torch
+    class Evil:
+        def __reduce__(self): return (os.system, (f'touch {tmp_path/"pwned"}',))
+    (tmp_path/'evil.pth').write_bytes(pickle.dumps(Evil()))
+    r = _run('predict', tmp_path/'evil.pth', tmp_path, cwd=tmp_path)
+    assert r.returncode == 1 and 'evil.pth: not a fastdet model file that loads safely' in r.stderr and not (tmp_path/'pwned').exists()
+    torch.save({'w': torch.zeros(2)}, tmp_path/'weights.pth')
+    r = _run('eval', tmp_path/'weights.pth', 'x.json', cwd=tmp_path)
+    assert r.returncode == 1 and 'a bare state dict' in r.stderr and '--weights' in r.stderr, r.stderr
+
+def test_batch_larger_than_the_training_set_is_an_error(tmp_path):
+    r = _run('train', '--n', 20, '--size', 64, '--epochs', 1, '--bs', 32, '--out', tmp_path/'o', cwd=tmp_path)
+    assert r.returncode == 1 and 'training set (16 images) makes no batch of 32' in r.stderr and 'bs <= 16' in r.stderr, r.stderr
+    assert not (tmp_path/'o'/'model.pth').exists()
+
+def test_predict_outputs_never_collide(trained, tmp_path):
+    from PIL import Image
+    d, _ = trained
+    src = tmp_path/'photos'
+    for f in ('a.jpg', 'a.png', 'sub/a.jpg'):
+        (src/f).parent.mkdir(parents=True, exist_ok=True); Image.new('RGB', (64, 48), (90, 30, 200)).save(src/f)
+    r = _run('predict', d/'out'/'model.pth', src, '--out', tmp_path/'pred', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(str(p.relative_to(tmp_path/'pred'/'images')) for p in (tmp_path/'pred'/'images').rglob('*.png')) == \
+        ['a.jpg.png', 'a.png.png', 'sub/a.jpg.png']
+
+def test_interrupt_saves_and_resume_finishes(tmp_path):
+    "Ctrl-C (SIGINT) after an epoch: a one-line message, the weights so far, and --resume continues from the last epoch."
+    import signal, time
+    out = tmp_path/'run'
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    p = subprocess.Popen([str(EXE), 'train', '--n', '60', '--size', '64', '--epochs', '6', '--bs', '8', '--out', str(out)],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    t0 = time.time()
+    while not (out/'progress.json').exists() and time.time() - t0 < 600 and p.poll() is None: time.sleep(.2)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-2000:]
+    assert 'interrupted' in err and 'fastdet train --resume --out' in err and (out/'model.pth').is_file()
+    done = json.loads((out/'progress.json').read_text())['epoch']
+    assert 1 <= done < 6
+    r = _run('train', '--resume', '--out', out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f'resuming after epoch {done}' in r.stdout and 'mAP@[.5:.95]' in r.stdout
+    assert json.loads((out/'progress.json').read_text())['epoch'] == 6

@@ -291,7 +291,7 @@ def test_malformed_yolo(tmp_path):
     dls = DetDataLoaders.from_yolo(tmp_path, **KW)
     assert dls.vocab == ['#na#', 'cat', 'dog'] and dls.report.boxes == 1 and dls.report.negatives == 1
     (tmp_path/'labels/gone.txt').write_text('0 0.5 0.5 0.2 0.2\n')  # a label file whose image is missing: reported
-    with pytest.warns(UserWarning, match='1 label files without an image'): DetDataLoaders.from_yolo(tmp_path, **KW)
+    with pytest.warns(UserWarning, match='1 label files have no image'): DetDataLoaders.from_yolo(tmp_path, **KW)
 
 def test_voc_difficult_kept_as_target_and_flagged(tmp_path):
     d = _voc(tmp_path, {'a.jpg': _rgb(), 'b.jpg': _rgb()},
@@ -310,3 +310,90 @@ def test_yolo_polygon_line_is_its_bounding_box(tmp_path):
     from fastdet.data.readers import read_yolo
     r = read_yolo(tmp_path)[0]
     assert r.labels == ['cat'] and torch.allclose(r.boxes, torch.tensor([[10., 5., 50., 30.]]))
+
+# --- issue 13: defects found by trying bad input as a new user would ------------------------------------------
+def _coco(tmp_path, images, anns, cats=({'id': 1, 'name': 'cat'},)):
+    (tmp_path/'images').mkdir(exist_ok=True)
+    for name, (im, declared) in images.items(): im.save(tmp_path/'images'/name)
+    js = dict(images=[dict(id=i + 1, file_name=n, width=d[0], height=d[1]) for i, (n, (_, d)) in enumerate(images.items())],
+              categories=list(cats), annotations=anns)
+    (tmp_path/'ann.json').write_text(json.dumps(js))
+    return tmp_path/'ann.json'
+
+def test_declared_size_rescaled_when_a_scale_reported_otherwise(tmp_path):
+    "13.3: a COCO json declaring 256x192 for a 128x96 image: boxes rescaled, each file named; a size that is no scale: named."
+    from fastdet.data.readers import read_coco
+    fn = _coco(tmp_path, {'a.png': (_rgb(128, 96), (256, 192)), 'b.png': (_rgb(128, 96), (200, 100)), 'c.png': (_rgb(128, 96), (128, 96))},
+               [dict(id=1, image_id=1, category_id=1, bbox=[20, 40, 100, 80]), dict(id=2, image_id=2, category_id=1, bbox=[10, 10, 30, 30]),
+                dict(id=3, image_id=3, category_id=1, bbox=[10, 10, 30, 30])])
+    with pytest.warns(UserWarning) as w: recs, rep = check_records(read_coco(fn))
+    msg = str(w[-1].message)
+    assert 'a.png: declared 192x256, image 96x128' in msg and 'b.png: declared 100x200 (h x w), image 96x128' in msg and 'c.png' not in msg
+    assert torch.equal(recs[0].boxes, torch.tensor([[10., 20., 60., 60.]])) and torch.equal(recs[1].boxes, torch.tensor([[10., 10., 40., 40.]]))
+    assert len(rep.rescaled) == 1 and len(rep.mismatched) == 1
+
+def test_csv_class_without_coordinates_is_an_error(tmp_path):
+    "13.4: a class with empty coordinates names file:line; an empty class and empty coordinates is a negative image."
+    from fastdet.data.readers import read_csv
+    (tmp_path/'images').mkdir(); _rgb().save(tmp_path/'images'/'a.jpg'); _rgb().save(tmp_path/'images'/'b.jpg')
+    (tmp_path/'boxes.csv').write_text('filename,class,xmin,ymin,xmax,ymax\na.jpg,cat,1,2,10,12\nb.jpg,dog,,,,\n')
+    with pytest.raises(ValueError, match=r"boxes\.csv:3: class 'dog' without a box"): read_csv(tmp_path/'boxes.csv', tmp_path/'images')
+    (tmp_path/'boxes.csv').write_text('filename,class,xmin,ymin,xmax,ymax\na.jpg,cat,1,2,10,12\nb.jpg,,,,,\n')
+    recs = read_csv(tmp_path/'boxes.csv', tmp_path/'images')
+    assert [len(r.labels) for r in recs] == [1, 0]
+
+def test_yolo_images_under_a_symlinked_folder(tmp_path):
+    "13.5: images in a linked folder are read; a label file whose image is missing is reported by name."
+    from fastdet.data.readers import read_yolo
+    real = tmp_path/'elsewhere'; real.mkdir()
+    _rgb(64, 48).save(real/'x.jpg')
+    (tmp_path/'ds'/'images').mkdir(parents=True); (tmp_path/'ds'/'labels'/'linked').mkdir(parents=True)
+    (tmp_path/'ds'/'images'/'linked').symlink_to(real, target_is_directory=True)
+    (tmp_path/'ds'/'images'/'linked'/'loop').symlink_to(tmp_path/'ds'/'images', target_is_directory=True)  # a cycle
+    (tmp_path/'ds'/'labels'/'linked'/'x.txt').write_text('0 .5 .5 .2 .2\n')
+    (tmp_path/'ds'/'labels'/'linked'/'gone.txt').write_text('0 .5 .5 .2 .2\n')
+    (tmp_path/'ds'/'data.yaml').write_text('path: .\ntrain: images\nnames: [cat]\n')
+    with pytest.warns(UserWarning, match=r'1 label files have no image.*gone\.txt'): recs = read_yolo(tmp_path/'ds'/'data.yaml')
+    assert [r.file.name for r in recs] == ['x.jpg'] and recs[0].labels == ['cat']
+
+def test_predict_accepts_every_documented_input(tmp_path):
+    "13.7: str, Path, PIL, uint8/float arrays, uint8/float tensors give the same detections; anything else a named error."
+    from fastdet.learner import ssd_learner
+    from fastdet.data.records import DetImage
+    dls = DetDataLoaders.from_shapes(n=16, size=64, render_size=64, bs=4, seed=2, num_workers=0)
+    learn = ssd_learner(dls, pretrained=False, path=tmp_path)
+    f = dls.valid.items[0].file
+    a = np.asarray(open_image(f))
+    ref = learn.predict(f)
+    for item in (str(f), open_image(f), a, a.astype(np.float32) / 255, torch.from_numpy(a).permute(2, 0, 1),
+                 torch.from_numpy(a).permute(2, 0, 1).float() / 255):
+        b, l, s = learn.predict(item)
+        assert torch.equal(b, ref[0]) and l == ref[1] and torch.equal(s, ref[2]), type(item)
+    with pytest.raises(TypeError, match="can't make an image of a dict"): learn.predict({'x': 1})
+    with pytest.raises(ValueError, match=r'must hold pixels in \[0, 1\]'): learn.predict(a.astype(np.float32))
+
+def test_batch_size_one_fails_at_creation_with_the_fix(tmp_path):
+    "13.8: bs 1 with BatchNorm on 1x1 maps: an error at learner creation saying what to change; a size that avoids them trains."
+    from fastdet.learner import ssd_learner
+    dls = DetDataLoaders.from_shapes(n=8, size=64, render_size=64, bs=1, seed=2, num_workers=0)
+    with pytest.raises(ValueError, match='cannot train with batch size 1 at 64x64.*Use bs >= 2'): ssd_learner(dls, pretrained=False)
+    ok = ssd_learner(DetDataLoaders.from_shapes(n=8, size=64, render_size=64, bs=1, seed=2, num_workers=0), 'ssd300_vgg16', pretrained=False)
+    ok.fit(1, 1e-5)  # no BatchNorm: batch size 1 trains
+
+def test_huge_image_is_named_and_skipped(tmp_path, monkeypatch):
+    "13.9: an image over PIL's decompression-bomb limit is an ImageError naming it (the limit lowered here, not a 200 MP file)."
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
+    _rgb(80, 60).save(tmp_path/'big.png'); _rgb(20, 20).save(tmp_path/'ok.png')
+    from fastdet.data.records import ImageError
+    with pytest.raises(ImageError, match=r'big\.png: too large to open safely.*MAX_IMAGE_PIXELS'): open_image(tmp_path/'big.png')
+    with pytest.raises(ValueError, match=r'big\.png: too large'):
+        check_records([DetRecord(tmp_path/'big.png', [], []), DetRecord(tmp_path/'ok.png', [], [])])
+
+def test_header_reads_close_their_files(tmp_path):
+    "13.12: `image_hw` (check_only) leaves no file open."
+    import gc
+    _rgb().save(tmp_path/'a.png')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', ResourceWarning)
+        for _ in range(3): image_hw(tmp_path/'a.png')
+        gc.collect()

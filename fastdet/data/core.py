@@ -24,7 +24,7 @@ from .readers import read_coco, read_voc, read_yolo, read_csv, read_df, _concat,
 from .shapes import SHAPE_CLASSES, make_shapes
 
 # %% auto #0
-__all__ = ['DetResize', 'det_pad', 'det_block', 'DetDataLoaders', 'valid_records', 'input_resize']
+__all__ = ['DetResize', 'det_pad', 'det_block', 'check_batches', 'DetDataLoaders', 'valid_records', 'input_resize']
 
 # %% ../../nbs/04_data.core.ipynb #c015
 class DetResize(Resize):
@@ -66,6 +66,14 @@ def det_block(
     return db
 
 # %% ../../nbs/04_data.core.ipynb #c019
+def check_batches(dls):
+    "Raise a `ValueError` naming the sizes when the training `DataLoader` makes no batch (fastai drops a last partial one)."
+    dl = dls.train
+    if len(dl) == 0:
+        n = len(dl.dataset)
+        raise ValueError(f"the training set ({n} images) makes no batch of {dl.bs}: fastai drops the last partial batch in "
+                         f"training, so nothing would be learned. Use bs <= {n}" + (" (or more training images)" if n else " and add training images"))
+
 def _use_split(recs, kwargs:dict)->dict:
     "The reader's own split (`recs.valid_idx`), unless the caller gave `valid_idx` or a `splitter`."
     if kwargs.get('valid_idx') is None and kwargs.get('splitter') is None and getattr(recs, 'valid_idx', None) is not None:

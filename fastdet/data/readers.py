@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/data.readers.html.md"""
 
 # %% ../../nbs/03_data.readers.ipynb #c001
 from __future__ import annotations
-import json, math, warnings
+import json, math, os, warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 import numpy as np
@@ -19,11 +19,24 @@ from ..boxes import convert_boxes
 from .records import DetRecord, DetRecords, image_hw
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'FORMATS', 'read_json', 'read_coco', 'read_voc', 'read_yolo', 'read_df', 'read_csv', 'detect_format',
-           'read_records']
+__all__ = ['IMG_EXTS', 'FORMATS', 'files_under', 'read_json', 'read_coco', 'read_voc', 'read_yolo', 'read_df', 'read_csv',
+           'detect_format', 'read_records']
 
 # %% ../../nbs/03_data.readers.ipynb #c007
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.gif', '.mpo', '.dng', '.pfm', '.heic')
+
+def files_under(
+    folder, # A folder; links to folders are followed (each real folder visited once, so link cycles end)
+    exts=IMG_EXTS, # File extensions kept (lower case), or `None` for every file
+)->list:
+    "Every file under `folder` with one of `exts`, sorted, following links to folders as `os.walk(followlinks=True)` does."
+    seen, out = set(), []
+    for d, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen: dirs[:] = []; continue
+        seen.add(real)
+        out += [Path(d)/n for n in names if exts is None or Path(n).suffix.lower() in exts]
+    return sorted(out)
 
 def _find_image(folder:Path, name:str)->Path:
     "`folder/name`; if `name` has no image extension and no such file exists, the first `folder/name.<ext>` that does."
@@ -43,7 +56,7 @@ def _find_img_dir(ann_file:Path, first:str, extra=())->Path:
     for c in cands:
         if first is None or (c/first).exists() or _find_image(c, first).exists(): return c
     raise FileNotFoundError(f"{ann_file}: can't find the image folder (no {first!r} in any of "
-                            f"{[str(c) for c in dict.fromkeys(cands)]}); pass `img_dir`")
+                            f"{[str(c) for c in dict.fromkeys(cands)]}); pass `img_dir` (`--images DIR` with the fastdet command)")
 
 def _concat(train:DetRecords, valid:DetRecords)->DetRecords:
     "Train records followed by valid records, with `valid_idx` pointing at the latter."
@@ -176,7 +189,7 @@ def _yolo_images(root:Path, spec, src)->list:
     files = []
     for s in (spec if isinstance(spec, (list, tuple)) else [spec]):
         p = Path(s) if Path(s).is_absolute() else root/s
-        if p.is_dir(): files += sorted(f for f in p.rglob('*') if f.suffix.lower() in IMG_EXTS)
+        if p.is_dir(): files += files_under(p)
         elif p.suffix == '.txt' and p.exists():
             files += [Path(l) if Path(l).is_absolute() else (root/l if not l.startswith('./') else p.parent/l)
                       for l in (x.strip() for x in p.read_text().splitlines()) if l]
@@ -238,8 +251,13 @@ def read_yolo(
     if not files: raise FileNotFoundError(f"{src}: no images found for split {split!r}")
     lbls = [_yolo_label_file(f) for f in files]
     recs = [_read_yolo_labels(l, f, names, src) for l, f in zip(lbls, files)]
-    orphans = sorted({p for d in {l.parent for l in lbls} if d.is_dir() for p in d.glob('*.txt')} - set(lbls))
-    if orphans: warnings.warn(f"fastdet: {src}: {len(orphans)} label files without an image are not used (e.g. {orphans[0]})")
+    # label files whose image was not found: in the folders of the labels read, and in the labels/ twin of each images/ folder
+    label_dirs = {l.parent for l in lbls} | {_yolo_label_file(d/'x').parent for d in {f.parent for f in files} if 'images' in d.parts}
+    found = {p for d in label_dirs if d.is_dir() for p in files_under(d, ('.txt',))}
+    orphans = sorted(found - set(lbls) - {p for p in found if p.name == 'classes.txt'})
+    if orphans:
+        warnings.warn(f"fastdet: {src}: {len(orphans)} label files have no image and are not used: "
+                      + ', '.join(map(str, orphans[:5])) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else ''))
     return DetRecords(recs, categories=names, source=src)
 
 # %% ../../nbs/03_data.readers.ipynb #c024
@@ -301,12 +319,15 @@ def read_df(
         if valid_col:
             v = _to_bool(row[valid_col], f"{where}: column {valid_col!r}")
             if valid.setdefault(str(f).strip(), v) != v: raise ValueError(f"{where}: {f} is both a training and a validation image in {valid_col!r}")
-        if bbox_col:
-            if _is_empty(row[bbox_col]): continue
-            b = _parse_bbox(row[bbox_col], where)
+        no_box = _is_empty(row[bbox_col]) if bbox_col else all(_is_empty(row[c]) for c in box_cols)
+        if no_box:  # an image without objects, unless the row names a class: then its box is missing
+            if label is None and not _is_empty(row[label_col]):
+                raise ValueError(f"{where}: class {str(row[label_col]).strip()!r} without a box (empty coordinates); "
+                                 f"leave the class empty too for an image without objects")
+            continue
+        if bbox_col: b = _parse_bbox(row[bbox_col], where)
         else:
             vals = [row[c] for c in box_cols]
-            if all(_is_empty(v) for v in vals): continue
             try: b = [float(v) for v in vals]
             except (TypeError, ValueError): b = []
             if len(b) != 4 or not all(map(math.isfinite, b)): raise ValueError(f"{where}: box {dict(zip(box_cols, vals))} is not 4 numbers")
@@ -376,13 +397,16 @@ def _coco_json(p:Path)->Path:
 def read_records(
     path, # The data (see `detect_format`)
     fmt:str=None, # Format, recognised when `None`
+    img_dir=None, # Folder of the images, when they are not where the reader looks (COCO, VOC, CSV)
 )->list:
     "The `DetRecord`s of a dataset in any supported format."
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS: raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
-    if fmt == 'coco': return read_coco(_coco_json(p))
-    if fmt == 'voc': return read_voc(p)
-    if fmt == 'yolo': return read_yolo(p)
-    return read_csv(p)
+    if fmt == 'yolo':
+        if img_dir is not None: raise ValueError(f"{p}: a YOLO dataset names its own image folders (its yaml's train/val); img_dir does not apply")
+        return read_yolo(p)
+    if fmt == 'coco': return read_coco(_coco_json(p), img_dir)
+    if fmt == 'voc': return read_voc(p, img_dir)
+    return read_csv(p, img_dir)

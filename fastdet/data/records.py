@@ -82,15 +82,18 @@ def open_image(
     fn = Path(fn)
     if not fn.exists(): raise ImageError(f"{fn}: image file not found")
     try:
-        im = Image.open(fn)
-        if check_only:
-            w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8): w, h = h, w
-            return h, w
-        if quick: im.draft(None, (1, 1))
-        im.load()
-        if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)  # else no copy: this runs per item
-        return _to_rgb(im)
+        with Image.open(fn) as im:  # closed on return: the pixels are in memory once loaded
+            if check_only:
+                w, h = im.size
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8): w, h = h, w
+                return h, w
+            if quick: im.draft(None, (1, 1))
+            im.load()
+            if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)  # else no copy: this runs per item
+            return _to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{fn}: too large to open safely ({e}); if you trust it, raise PIL.Image.MAX_IMAGE_PIXELS "
+                         f"(now {Image.MAX_IMAGE_PIXELS:,}) or downscale the file") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{fn}: cannot read image ({type(e).__name__}: {e})") from e
 
@@ -99,12 +102,33 @@ def image_hw(fn)->tuple:
     return open_image(fn, check_only=True)
 
 # %% ../../nbs/01_data.records.ipynb #c010
+def _uint8_hwc(a:np.ndarray, what:str)->np.ndarray:
+    "An RGB `[H, W, 3]` uint8 array from a `[H, W]`, `[H, W, 1|3|4]` uint8 array or a float one in [0, 1]."
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ValueError(f"can't read a {what} of shape {tuple(a.shape)} as an image (expected [H, W, 3] arrays, [3, H, W] tensors)")
+    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise ValueError(f"a float {what} must hold pixels in [0, 1] (it holds {a.min():g} .. {a.max():g}); give uint8 for 0-255")
+        a = np.round(a * 255).astype(np.uint8)
+    elif a.dtype != np.uint8: raise ValueError(f"a {what} of {a.dtype} is not an image: give uint8 (0-255) or float (0-1)")
+    return a if a.ndim == 3 and a.shape[-1] == 3 else np.asarray(_to_rgb(Image.fromarray(a)))
+
 class DetImage(PILImage):
-    "A `PILImage` opened with `open_image`: RGB, EXIF orientation applied, clear errors."
+    "A `PILImage` opened with `open_image`: RGB, EXIF orientation applied, clear errors; or made from an image in memory."
     @classmethod
-    def create(cls, fn, **kwargs):
+    def create(cls,
+        fn, # Image file (str or Path), PIL image, array `[H, W, 3]` or tensor `[3, H, W]` (uint8, or float in [0, 1])
+        **kwargs
+    ):
         if isinstance(fn, (str, Path)): return cls(open_image(fn))
-        return super().create(fn, **kwargs)
+        if isinstance(fn, Image.Image): return cls(_to_rgb(fn))
+        if isinstance(fn, Tensor):
+            a = fn.detach().cpu().numpy()
+            return cls(Image.fromarray(_uint8_hwc(a.transpose(1, 2, 0) if a.ndim == 3 else a, 'tensor')))
+        if isinstance(fn, np.ndarray): return cls(Image.fromarray(_uint8_hwc(fn, 'array')))
+        raise TypeError(f"can't make an image of a {type(fn).__name__}: give a file, a PIL image, an array [H, W, 3] or a tensor [3, H, W]")
 
 # %% ../../nbs/01_data.records.ipynb #c012
 @dataclass
@@ -114,6 +138,8 @@ class CheckReport:
     boxes:int=0 # Boxes kept
     negatives:int=0 # Images kept without any box
     clipped:int=0 # Boxes clipped to the image
+    rescaled:list=field(default_factory=list) # Files whose annotations declared a scale of the image's size and overflow it: boxes rescaled
+    mismatched:list=field(default_factory=list) # Files whose annotations declared another size, not a scale: boxes kept
     dropped:Counter=field(default_factory=Counter) # Boxes dropped, by reason
     examples:dict=field(default_factory=dict) # reason -> first file it happened in
 
@@ -126,6 +152,9 @@ class CheckReport:
         s = f"{self.images} images ({self.negatives} without objects), {self.boxes} boxes"
         if self.clipped: s += f"; {self.clipped} boxes clipped to their image"
         for r, n in self.dropped.items(): s += f"; dropped {n} boxes: {r} (e.g. {self.examples[r]})"
+        for what, fs in (('rescaled: the annotations declared another size, a scale of the image', self.rescaled),
+                         ("kept as given: the annotations declared a size that is not the image's", self.mismatched)):
+            if fs: s += f"\n{len(fs)} images {what}:\n" + '\n'.join(f"  {f}" for f in fs[:10]) + (f"\n  ... and {len(fs) - 10} more" if len(fs) > 10 else '')
         return s
 
 # %% ../../nbs/01_data.records.ipynb #c013
@@ -137,7 +166,15 @@ def _decode_error(fn):
 def _check_one(r:DetRecord, vocab, report:CheckReport)->DetRecord:
     "The checked copy of `r`: its size from the image (not the annotation's declared size), boxes clipped."
     hw = image_hw(r.file)
-    b, labels, difficult = r.boxes, r.labels, r.difficult
+    b, labels, difficult, crowd = r.boxes, r.labels, r.difficult, r.crowd
+    if r.hw is not None and tuple(r.hw) != tuple(hw):
+        (h0, w0), (h, w) = r.hw, hw
+        outside = len(b) and bool((b[:, 2].max() > w) | (b[:, 3].max() > h))
+        if h0 and w0 and h / h0 == w / w0 and outside:  # drawn on a resized copy (they overflow this image): bring them here
+            s = b.new_tensor([w / w0, h / h0] * 2)
+            b, crowd = b * s, crowd * s
+            report.rescaled.append(f"{r.file}: declared {h0}x{w0}, image {h}x{w}")
+        else: report.mismatched.append(f"{r.file}: declared {h0}x{w0} (h x w), image {h}x{w}")
     if len(b):
         if not torch.isfinite(b).all(): raise ValueError(f"{r.file}: non-finite box coordinates {b[~torch.isfinite(b).all(1)].tolist()}")
         c = clip_boxes_to_image(b, hw)
@@ -149,7 +186,7 @@ def _check_one(r:DetRecord, vocab, report:CheckReport)->DetRecord:
         unknown = sorted(set(labels) - set(vocab))
         if unknown: raise ValueError(f"{r.file}: class names {unknown} are not in the given vocab {list(vocab)}")
     report.images += 1; report.boxes += len(labels); report.negatives += not labels
-    crowd = clip_boxes_to_image(r.crowd, hw) if len(r.crowd) else r.crowd
+    crowd = clip_boxes_to_image(crowd, hw) if len(crowd) else crowd
     return dataclasses.replace(r, hw=hw, boxes=b, labels=labels, difficult=difficult, crowd=crowd)
 
 def check_records(
@@ -170,6 +207,6 @@ def check_records(
     if errors:
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise ValueError(f"{len(errors)} of {len(records)} images can't be used:\n" + "\n".join(errors[:10]) + more)
-    if verbose and report.dropped: warnings.warn(f"fastdet: {report}")
+    if verbose and (report.dropped or report.rescaled or report.mismatched): warnings.warn(f"fastdet: {report}")
     if isinstance(records, DetRecords): checked = DetRecords(checked, records.categories, records.valid_idx, records.source)
     return checked, report
