@@ -42,22 +42,24 @@ def _data_dls(data, fmt, size, bs, n, seed, images=None, **kwargs):
     return DetDataLoaders.from_records(recs, size=size, bs=bs, seed=seed, **kwargs)
 
 class SaveProgress(Callback):
-    "After every epoch, the training state (weights and optimizer, `models/last.pth`) and the schedule's position, for `--resume`."
+    "After every epoch: the training state (weights and optimizer, `models/last.pth`) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far (`best.pth`)."
     order = 90  # after fastai's recorder
-    def __init__(self, out, phase:str): self.out, self.phase = Path(out), phase
+    def __init__(self, out, phase:str, best:bool=False): self.out, self.phase, self.best, self.best_ap = Path(out), phase, best, -1.
     def after_epoch(self):
         self.learn.save('last', with_opt=True)
         (self.out/'progress.json').write_text(json.dumps(dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch)))
+        ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
+        if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
 
-def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0):
+def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=False):
     "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs."
-    if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train')])
+    if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', best)])
     if phase == 'frozen':  # fastai's fine_tune: freeze_epochs=1, lr_mult=100, pct_start .99 then .3, div 5
         learn.freeze()
         if done < 1: learn.fit_one_cycle(1, slice(lr), pct_start=.99, start_epoch=done, cbs=cbs + [SaveProgress(out, 'frozen')])
         done = 0
     learn.unfreeze()
-    learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen')])
+    learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', best)])
 
 _TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'pretrained', 'n', 'seed', 'every_epoch', 'weights', 'images')
 
@@ -95,7 +97,7 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
         lr = learn.lr_find(show_plot=False).valley
         print(f"lr_find suggests lr={lr:.2e}")
     cbs = [] if every_epoch else [ValidateLastEpoch()]
-    try: _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done)
+    try: _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, best=every_epoch)
     except KeyboardInterrupt:
         save_detector(learn, out/'model.pth')
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "

@@ -132,3 +132,10 @@ def test_interrupt_saves_and_resume_finishes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'resuming after epoch {done}' in r.stdout and 'mAP@[.5:.95]' in r.stdout
     assert json.loads((out/'progress.json').read_text())['epoch'] == 6
+
+def test_every_epoch_keeps_the_best_model(tmp_path):
+    r = _run('train', '--n', 40, '--size', 64, '--epochs', 2, '--bs', 8, '--every-epoch', '--out', tmp_path/'o', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from fastdet.learner import load_detector
+    assert (tmp_path/'o'/'best.pth').is_file() and (tmp_path/'o'/'models'/'last.pth').is_file()
+    assert load_detector(tmp_path/'o'/'best.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
