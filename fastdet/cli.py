@@ -84,8 +84,8 @@ def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['s
     src = 'the built-in shapes dataset' if data is None else str(data)
     print(f"fastdet {fastdet.__version__}: {arch} on {src}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation images, "
           f"{len(dls.vocab) - 1} classes, size {size}")
-    kw = {} if weights is None or resume else dict(weights=weights)
-    learn = make_learner(dls, arch, pretrained=pretrained and not resume, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
+    kw = {} if weights is None else dict(weights=weights)  # resumed: built the same way (which layers are new), then its state loaded
+    learn = make_learner(dls, arch, pretrained=pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
     fine_tune = pretrained or weights is not None
     phase, done = ('frozen' if fine_tune else 'train'), 0
     if resume:

@@ -52,6 +52,12 @@ class DetLearner(Learner):
         px = detections_to_pixels(boxes, tuple(img.shape[-2:]) if isinstance(img, Tensor) else img.shape, input_resize(dl))
         return px, [self.dls.vocab[int(i)] for i in labels], scores
 
+    new_groups = 2  # parameter groups that `freeze()` leaves trainable: the layers new to the weights
+
+    def freeze(self):
+        "Train only the layers the pretrained weights did not provide (the last `new_groups` groups), as `vision_learner` does."
+        self.freeze_to(-self.new_groups)
+
     def fit(self, n_epoch, *args, **kwargs):
         "fastai's `fit`, refusing to train on a training set that makes no batch."
         check_batches(self.dls)
@@ -169,9 +175,8 @@ def ssd_learner(
     learn = DetLearner(dls, model, loss_func=loss_func, splitter=ifnone(splitter, ssd_split), **kwargs)
     learn.recipe = dict(arch=arch, model_kwargs=dict(model_kwargs or {}))
     check_batch_norm(learn)
+    learn.new_groups = 1 if weights is not None else 2  # a whole detector: only its heads are new; a backbone: extras too
     if pretrained or weights is not None: learn.freeze()
-    return learn
-    if pretrained: learn.freeze()
     return learn
 
 # %% ../nbs/20_learner.ipynb #c022
@@ -187,7 +192,7 @@ def efficientdet_stats(config)->tuple:
 
 class EfficientDetLearner(DetLearner):
     "A `DetLearner` whose `freeze()` trains BiFPN and heads (the last two layer groups), as EfficientDet is fine-tuned."
-    def freeze(self): self.freeze_to(-2)
+    new_groups = 2
 
 @delegates(Learner.__init__)
 def efficientdet_learner(

@@ -103,7 +103,7 @@ def test_input_window_crop_and_pad():
 def test_splitter_freeze_and_fastai_loops(small_dls, tmp_path):
     learn = ssd_learner(small_dls, pretrained=False, path=tmp_path)
     groups = ssd_split(learn.model)
-    assert len(groups) == 2
+    assert len(groups) == 3
     assert sum(len(g) for g in groups) == len(list(learn.model.parameters()))
     learn.freeze()
     trainable = {n.split('.')[0] for n, p in learn.model.named_parameters() if p.requires_grad}

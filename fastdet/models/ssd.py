@@ -381,5 +381,5 @@ def load_ssd_weights(
 
 # %% ../../nbs/12_models.ssd.ipynb #n024
 def ssd_split(m:SSD)->list:
-    "Two parameter groups: the backbone, then the neck, extra layers and heads."
-    return L(m.backbone, nn.ModuleList([m.neck, m.extras, m.cls_heads, m.reg_heads])).map(params)
+    "Three parameter groups: the backbone; the neck and extra layers; the heads."
+    return L(m.backbone, nn.ModuleList([m.neck, m.extras]), nn.ModuleList([m.cls_heads, m.reg_heads])).map(params)
