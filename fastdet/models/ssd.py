@@ -379,7 +379,7 @@ def load_ssd_weights(
     model.load_state_dict(out)
     return model
 
-# %% ../../nbs/12_models.ssd.ipynb #n024
+# %% ../../nbs/12_models.ssd.ipynb #n025
 def ssd_split(m:SSD)->list:
     "Three parameter groups: the backbone; the neck and extra layers; the heads."
     return L(m.backbone, nn.ModuleList([m.neck, m.extras]), nn.ModuleList([m.cls_heads, m.reg_heads])).map(params)
