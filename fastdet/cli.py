@@ -166,7 +166,7 @@ def predict(model, images, out='fastdet_predictions', score_thresh=0.3):
         try: img = open_image(fn)
         except ImageError as e:
             print(f"warning: skipped {e}", file=sys.stderr); skipped.append(str(fn)); continue
-        with learn.no_bar(): boxes, labels, scores = learn.predict(fn)
+        with learn.no_bar(): boxes, labels, scores = learn.predict(img)  # the image opened above: read once
         keep = scores >= score_thresh
         boxes, scores = boxes[keep], scores[keep]
         labels = [l for l, k in zip(labels, keep.tolist()) if k]

@@ -172,7 +172,7 @@ def ssd_learner(
     model = create_ssd(arch, num_classes=len(dls.vocab) - 1, pretrained=pretrained, weights=weights, **(model_kwargs or {}))
     add_normalize(dls, _ssd_stats(model, arch), arch)
     loss_func = ifnone(loss_func, MultiBoxLoss(**ssd_meta.get(arch, {}).get('decode', {})))
-    learn = DetLearner(dls, model, loss_func=loss_func, splitter=ifnone(splitter, ssd_split), **kwargs)
+    learn = DetLearner(dls, model, loss_func=loss_func, splitter=ifnone(splitter, ssd_meta.get(arch, {}).get('split', ssd_split)), **kwargs)
     learn.recipe = dict(arch=arch, model_kwargs=dict(model_kwargs or {}))
     check_batch_norm(learn)
     learn.new_groups = 1 if weights is not None else 2  # a whole detector: only its heads are new; a backbone: extras too
@@ -191,8 +191,7 @@ def efficientdet_stats(config)->tuple:
     return list(config.get('mean', IMAGENET_DEFAULT_MEAN)), list(config.get('std', IMAGENET_DEFAULT_STD))
 
 class EfficientDetLearner(DetLearner):
-    "A `DetLearner` whose `freeze()` trains BiFPN and heads (the last two layer groups), as EfficientDet is fine-tuned."
-    new_groups = 2
+    "A `DetLearner` whose `freeze()` trains BiFPN and heads (the last two layer groups, `new_groups`), as EfficientDet is fine-tuned."
 
 @delegates(Learner.__init__)
 def efficientdet_learner(

@@ -139,3 +139,16 @@ def test_every_epoch_keeps_the_best_model(tmp_path):
     from fastdet.learner import load_detector
     assert (tmp_path/'o'/'best.pth').is_file() and (tmp_path/'o'/'models'/'last.pth').is_file()
     assert load_detector(tmp_path/'o'/'best.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
+
+def test_predict_skips_a_too_large_image_and_keeps_going(trained, tmp_path, monkeypatch, capsys):
+    "13.9 through the command: an image over PIL's limit is named and skipped; the other images' detections are written."
+    from PIL import Image
+    from fastdet.cli import main
+    d, _ = trained
+    Image.new('RGB', (100, 100), (200, 40, 40)).save(tmp_path/'big.png'); Image.new('RGB', (40, 40), (40, 200, 40)).save(tmp_path/'ok.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 4000)  # 10,000 px is over twice the limit: PIL refuses it
+    assert main(['predict', str(d/'out'/'model.pth'), str(tmp_path/'big.png'), str(tmp_path/'ok.png'),
+                 '--out', str(tmp_path/'pred'), '--score-thresh', '0']) == 0
+    assert 'big.png: too large to open safely' in capsys.readouterr().err
+    dets = json.loads((tmp_path/'pred'/'detections.json').read_text())
+    assert dets and {x['file_name'] for x in dets} == {str(tmp_path/'ok.png')}

@@ -253,7 +253,8 @@ def read_yolo(
     recs = [_read_yolo_labels(l, f, names, src) for l, f in zip(lbls, files)]
     # label files whose image was not found: in the folders of the labels read, and in the labels/ twin of each images/ folder
     label_dirs = {l.parent for l in lbls} | {_yolo_label_file(d/'x').parent for d in {f.parent for f in files} if 'images' in d.parts}
-    found = {p for d in label_dirs if d.is_dir() for p in files_under(d, ('.txt',))}
+    roots = [d for d in label_dirs if d.is_dir() and not any(p in d.parents for p in label_dirs)]  # each folder walked once
+    found = {p for d in roots for p in files_under(d, ('.txt',))}
     orphans = sorted(found - set(lbls) - {p for p in found if p.name == 'classes.txt'})
     if orphans:
         warnings.warn(f"fastdet: {src}: {len(orphans)} label files have no image and are not used: "
