@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torchvision.ops import box_iou
 from fastcore.basics import noop
 from fastai.metrics import AccumMetric
+from fastai.distributed import DistributedDL
 from .boxes import bbox_to_pixels, convert_boxes, is_padding, input_window
 from .data.readers import read_json
 from .data.core import input_resize
@@ -250,27 +252,56 @@ def voc_map(
 # %% ../nbs/30_metrics.ipynb #c018
 class _DetAccum:
     "Compact detections and targets of an epoch, off the device."
-    def __init__(self): self.dets, self.gts, self.input_hw, self.n, self.items, self.vocab, self.resize = [], [], [], 0, None, None, None
+    def __init__(self):
+        self.dets, self.gts, self.input_hw, self.n, self.items, self.vocab, self.resize = [], [], [], 0, None, None, None
+        self.idx, self.world = [], 1  # each image's index in `items`; processes sharing the validation set (`DistributedDL`)
 
-    def add(self, boxes, labels, scores, t_boxes, t_labels, input_hw):
-        "Add one batch: padded detections (the loss's `activation` output) and padded targets, [-1,1] xyxy."
+    def add(self, boxes, labels, scores, t_boxes, t_labels, input_hw, idx=None):
+        "Add one batch: padded detections (the loss's `activation` output) and padded targets, [-1,1] xyxy; `idx`: the images' indices in `items`."
         B = len(labels)
         for (bx, lb, *ex), store in (((boxes, labels, scores), self.dets), ((t_boxes, t_labels), self.gts)):
             b, k = (~is_padding(bx, lb)).nonzero(as_tuple=True)
             row = [(b + self.n), bx.as_subclass(Tensor)[b, k].float(), lb.as_subclass(Tensor)[b, k].long(), *[e.as_subclass(Tensor)[b, k].float() for e in ex]]
             store.append([t.detach().cpu() for t in row])
         self.input_hw.append(torch.tensor(list(input_hw)).expand(B, 2))
+        self.idx += list(range(self.n, self.n + B)) if idx is None else [int(i) for i in idx]
         self.n += B
 
     def _cat(self, store, n):
         if not store: return [torch.zeros(0, dtype=torch.long), torch.zeros(0, 4)] + [torch.zeros(0, dtype=torch.long)] + [torch.zeros(0)] * (n - 3)
         return [torch.cat(c) for c in zip(*store)]
 
+    def gathered(self)->_DetAccum:
+        "All processes' images (`DistributedDL` shards): each item once (it repeats some to even out the shards), in `items` order, as one process holds them."
+        hw = torch.cat(self.input_hw) if self.input_hw else torch.zeros(0, 2, dtype=torch.long)
+        mine = dict(idx=np.asarray(self.idx, np.int64), hw=hw.numpy(), dets=[t.numpy() for t in self._cat(self.dets, 4)],
+                    gts=[t.numpy() for t in self._cat(self.gts, 3)])
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, mine)  # shapes differ per process: pickled CPU arrays
+        off = np.cumsum([0] + [len(p['idx']) for p in parts])
+        keep, first = np.unique(np.concatenate([p['idx'] for p in parts]), return_index=True)
+        pos = np.full(off[-1], -1, np.int64)
+        pos[first] = np.arange(len(keep))  # new position of each gathered image; -1: a repeat
+        out = _DetAccum()
+        out.items, out.vocab, out.resize, out.n, out.idx = self.items, self.vocab, self.resize, len(keep), keep.tolist()
+        out.input_hw = [torch.as_tensor(np.concatenate([p['hw'] for p in parts])[first])]
+        for key, store in (('dets', out.dets), ('gts', out.gts)):
+            img = np.concatenate([pos[p[key][0] + o] for p, o in zip(parts, off)])
+            k = np.nonzero(img >= 0)[0]
+            k = k[np.argsort(img[k], kind='stable')]  # by image, each image's rows in their own order
+            store.append([torch.as_tensor(img[k])] + [torch.as_tensor(np.concatenate([p[key][j] for p in parts])[k]) for j in range(1, len(mine[key]))])
+        return out
+
     def collect(self)->dict:
-        "Everything in pixels of the original images, as flat numpy arrays."
+        "Everything in pixels of the original images, as flat numpy arrays (all processes' images under `DistributedDL`)."
+        if self.world > 1 and dist.is_available() and dist.is_initialized(): return self.gathered()._collect()
+        return self._collect()
+
+    def _collect(self)->dict:
         n = self.n
         in_hw = torch.cat(self.input_hw) if self.input_hw else torch.zeros(0, 2)
-        items = list(self.items) if self.items is not None and len(self.items) >= n else None
+        ok = self.items is not None and len(self.idx) == n and (n == 0 or max(self.idx) < len(self.items))
+        items = [self.items[i] for i in self.idx] if ok else None
         is_rec = items is not None and all(getattr(it, 'hw', None) is not None for it in items[:n])
         if is_rec:  # the region of each original image the model saw (all of it, unless the Resize crops or pads)
             win = torch.tensor([input_window(tuple(it.hw), self.resize) for it in items[:n]], dtype=torch.float32).reshape(-1, 4)
@@ -342,9 +373,12 @@ class _DetMetric(AccumMetric):
         act = getattr(learn.loss_func, 'activation', None)
         if act is None: raise TypeError(f"{type(self).__name__} needs a detection loss with `activation(preds) -> (boxes, labels, scores)`")
         with torch.no_grad(): boxes, labels, scores = act(learn.pred)
-        self._acc.add(boxes, labels, scores, *learn.yb[:2], learn.xb[0].shape[-2:])
-        self._acc.items = getattr(learn.dl, 'items', None)
-        self._acc.resize = input_resize(learn.dl)
+        dl, n, B = learn.dl, self._acc.n, len(learn.yb[1])
+        idxs = getattr(dl, '_DataLoader__idxs', None)  # the order fastai's `DataLoader` (or this process's `DistributedDL` shard) reads items in
+        self._acc.add(boxes, labels, scores, *learn.yb[:2], learn.xb[0].shape[-2:], idx=idxs[n:n + B] if idxs is not None and len(idxs) >= n + B else None)
+        if isinstance(dl, DistributedDL): self._acc.world, dl = dl.world_size, dl.dl
+        self._acc.items = getattr(dl, 'items', None)
+        self._acc.resize = input_resize(dl)
         self._acc.vocab = getattr(learn.dls, 'vocab', None)
         self._cache = {}
 
@@ -442,9 +476,13 @@ def coco_table(stats:dict)->str:
         lines.append("(-: undefined, no ground truth in that area range; -1 in the numbers, as pycocotools gives it)")
     return '\n'.join(lines)
 
+def _world()->int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
 def evaluate(learn, dl=None, voc:bool=False)->dict:
-    "The 12 COCO statistics (and VOC mAP if `voc`) of `learn` on `dl` (default: its validation set)."
+    "The 12 COCO statistics (and VOC mAP if `voc`) of `learn` on `dl` (default: its validation set); under `torch.distributed`, each process scores a shard and all get the whole set's numbers."
     ms = [COCOMetric(s) for s in COCO_STATS] + ([VOCMetric(eleven_point=True), VOCMetric()] if voc else [])
+    dl = learn.dls.valid if dl is None else dl
+    if _world() > 1 and not isinstance(dl, DistributedDL): dl = DistributedDL(dl, rank=dist.get_rank(), world_size=_world())
     old = learn.metrics
     learn.metrics = ms
     try:
