@@ -44,10 +44,20 @@ def _trainer_init(self, sync_bn=True, **kwargs):
     if cpu_run(): sync_bn, kwargs = False, {'cpu': True, **kwargs}
     _fastai_trainer_init(self, sync_bn, **kwargs)
 
-for f, orig in ((_setup_distrib, _fastai_setup_distrib), (_broadcast, _fastai_broadcast), (_trainer_init, _fastai_trainer_init)): f._fastai = orig
+_fastai_after_fit = getattr(DistributedTrainer.after_fit, '_fastai', DistributedTrainer.after_fit)
+
+def _after_fit(self):
+    "fastai's `DistributedTrainer.after_fit`; without `SyncBatchNorm`, first rank 0's buffers (BatchNorm statistics) to every process."
+    if not self.sync_bn and dist.is_initialized():  # DDP copies them at the start of each forward: the last step's are still apart
+        for b in self.learn.model.buffers(): dist.broadcast(b.data, 0)
+    _fastai_after_fit(self)
+
+for f, orig in ((_setup_distrib, _fastai_setup_distrib), (_broadcast, _fastai_broadcast), (_trainer_init, _fastai_trainer_init),
+                (_after_fit, _fastai_after_fit)): f._fastai = orig
 fastai.distributed.setup_distrib = _setup_distrib  # what `Learner.distrib_ctx(in_notebook=True)` calls
 DistributedDL._broadcast = _broadcast
 DistributedTrainer.__init__ = _trainer_init
+DistributedTrainer.after_fit = _after_fit
 
 # %% ../nbs/34_distrib.ipynb #c009
 def is_rank0()->bool:

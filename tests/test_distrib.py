@@ -3,7 +3,7 @@ import os, time
 import numpy as np
 import pytest
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelValidException
 
 # 9 validation images: the 2 shards need one repeat. Validation one image at a time: a CPU convolution's last bits depend on
 # the batch it runs in (3e-8 here), which would change the detections themselves between 1 and 2 processes
@@ -32,15 +32,18 @@ class _Seen(Callback):
         if self.training: self.train_n += len(self.yb[1])
         else: self.valid_n += len(self.yb[1])
 
-def _job(arch:str='ssdlite_mobilenetv2'):
-    "One epoch under fastai's `learn.distrib_ctx()` with the metrics in the loop, then `evaluate`: what every rank holds."
+class _NoValidate(Callback):
+    def before_validate(self): raise CancelValidException()
+
+def _job(arch:str='ssdlite_mobilenetv2', validate:bool=True):
+    "One epoch under fastai's `learn.distrib_ctx()` with the metrics in the loop (or no validation), then `evaluate`: what every rank holds."
     import torch.distributed as dist
     from fastdet.metrics import evaluate, COCOMetric, VOCMetric
     learn = _learner(arch, metrics=[COCOMetric('AP'), COCOMetric('AR100'), VOCMetric()])
     seen = _Seen()
     before = evaluate(learn, voc=True)  # the seeded untrained model: the same weights in every process and in the test's
-    with learn.no_bar(), learn.no_logging(), learn.distrib_ctx(): learn.fit(1, 1e-3, cbs=seen)
-    mine = dict(rank=dist.get_rank(), before=before, weights=_flat_state(learn.model), in_loop={k: v for k, v in zip(learn.recorder.metric_names[1:], learn.recorder.values[-1]) if k in ('AP', 'AR100', 'VOC_mAP')},
+    with learn.no_bar(), learn.no_logging(), learn.distrib_ctx(): learn.fit(1, 1e-3, cbs=[seen] + ([] if validate else [_NoValidate()]))
+    mine = dict(rank=dist.get_rank(), before=before, weights=_flat_state(learn.model), in_loop={k: v for k, v in zip(learn.recorder.metric_names[1:], learn.recorder.values[-1]) if k in ('AP', 'AR100', 'VOC_mAP')} if validate else None,
                 stats=evaluate(learn, voc=True), model_type=seen.model_type, train_n=seen.train_n, valid_n=seen.valid_n)
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, mine)
@@ -56,6 +59,7 @@ def _check_ranks(a, b, n_train:int, bs:int, n_valid:int):
     assert a['model_type'] == 'DistributedDataParallel'
     for r in (a, b):  # each process its half of the images: training in full batches, validation padded by one repeat when odd
         assert (r['train_n'], r['valid_n']) == ((n_train // 2) // bs * bs, -(-n_valid // 2)), (r['train_n'], r['valid_n'], n_train, n_valid)
+    assert a['before'] == b['before']
     np.testing.assert_array_equal(a['weights'], b['weights'])
     assert np.isfinite(a['weights']).all()
     assert a['stats'] == b['stats'] and a['in_loop'] == b['in_loop']
@@ -114,11 +118,11 @@ def test_outside_ddp_unchanged():
 
 @pytest.mark.slow
 def test_efficientdet_ddp():
-    "EfficientDet-D0 (size 128, random weights), one epoch in 2 processes: identical weights, exact stats."
+    "EfficientDet-D0 (size 128, random weights), one epoch in 2 processes without validation (no DDP forward after the last step): identical weights and BatchNorm statistics, exact stats."
     from fastdet.distrib import launch
-    a, b = launch(_job, 2, 'tf_efficientdet_d0')
+    a, b = launch(_job, 2, 'tf_efficientdet_d0', validate=False)
     learn, one = _one_process('tf_efficientdet_d0', a)
-    _check_ranks(a, b, len(learn.dls.train_ds), learn.dls.train.bs, len(learn.dls.valid_ds))
+    _check_ranks(a, b, len(learn.dls.train_ds), learn.dls.train.bs, 0)
     assert one == a['stats'], (one, a['stats'])
 
 def _split(flat, sd):
