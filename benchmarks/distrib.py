@@ -49,6 +49,7 @@ if __name__ == '__main__':
     # the N-process weights evaluated in one process: the metric gathered across processes must give the same numbers
     from fastdet.metrics import evaluate
     learn = _learner(a.n, a.size, a.bs); learn.model.load_state_dict(many['state'])
+    torch.set_num_threads(many['threads'])  # a CPU convolution's last bits depend on the thread count (and the batch): same as theirs
     check = evaluate(learn)
     dev = f"{a.procs} GPUs (nccl)" if torch.cuda.is_available() else f"{a.procs} CPU processes (gloo, {many['threads']} thread(s) each)"
     print(f"one epoch, {int(a.n * .8)} training images of {a.size} px, bs {a.bs} per process, {os.cpu_count()} cores:")

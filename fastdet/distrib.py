@@ -15,7 +15,7 @@ import fastai.distributed
 from fastai.distributed import DistributedDL, DistributedTrainer
 
 # %% auto #0
-__all__ = ['cpu_run', 'is_rank0', 'rank0_print', 'launch']
+__all__ = ['cpu_run', 'is_rank0', 'rank0_print', 'from_rank0', 'launch']
 
 # %% ../nbs/34_distrib.ipynb #c005
 def cpu_run()->bool:
@@ -68,6 +68,13 @@ def is_rank0()->bool:
 def rank0_print(*args, **kwargs):
     "`print` in rank 0 only."
     if is_rank0(): print(*args, **kwargs)
+
+def from_rank0(obj):
+    "`obj` as rank 0 has it, in every process of the group (e.g. `lr_find`'s suggestion); `obj` itself outside a group."
+    if not (dist.is_available() and dist.is_initialized()): return obj
+    box = [obj]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
 
 def _free_port()->int:
     with socket.socket() as s:

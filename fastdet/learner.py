@@ -237,14 +237,17 @@ def save_detector(
     "Write `learn` as weights plus a description, a file that `load_detector` reads without unpickling any object."
     recipe = getattr(learn, 'recipe', None)
     if recipe is None: raise ValueError("this learner was not made by ssd_learner / efficientdet_learner: save it with `learn.export`")
-    rsz, norm = input_resize(learn.dls.valid), [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
+    from fastai.distributed import DistributedDL  # inside `learn.distrib_ctx()` (e.g. a callback saving the best model):
+    from fastai.torch_core import get_model       # the loaders are fastai's shards and the model is DDP-wrapped
+    dl = learn.dls.valid.dl if isinstance(learn.dls.valid, DistributedDL) else learn.dls.valid
+    rsz, norm = input_resize(dl), [t for t in dl.after_batch.fs if isinstance(t, Normalize)]
     if rsz is None: raise ValueError("the DataLoaders have no Resize: save this learner with `learn.export`")
     desc = dict(format=DETECTOR_FORMAT, recipe=recipe, vocab=[str(v) for v in learn.dls.vocab],
                 categories=[[int(k), str(v)] for k, v in (getattr(learn.dls, 'categories', None) or {}).items()],
                 size=[int(s) for s in rsz.size], method=str(rsz.method), pad_mode=str(rsz.pad_mode),
                 mean=to_cpu(norm[0].mean).flatten().tolist() if norm else None, std=to_cpu(norm[0].std).flatten().tolist() if norm else None,
                 loss=_loss_settings(learn.loss_func))
-    torch.save(dict(fastdet=desc, state_dict={k: v.detach().cpu() for k, v in learn.model.state_dict().items()}), fname)
+    torch.save(dict(fastdet=desc, state_dict={k: v.detach().cpu() for k, v in get_model(learn.model).state_dict().items()}), fname)
 
 def _empty_dls(desc:dict):
     "`DataLoaders` with the transforms of `desc` and no items (fastai needs one item to set up types: a 2x2 image, then dropped)."

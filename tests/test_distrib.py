@@ -27,7 +27,11 @@ def _flat_state(model)->np.ndarray:
 class _Seen(Callback):
     "What each process trained and validated on: the model's wrapper and the images of its shard."
     order = 20  # after fastai's `DistributedTrainer` (11) has wrapped model and loaders
+    def __init__(self, fname): self.fname = fname
     def before_fit(self): self.model_type, self.train_n, self.valid_n = type(self.learn.model).__name__, 0, 0
+    def after_epoch(self):  # as a callback keeping the best model does: the model is DDP-wrapped, the loaders are shards
+        from fastdet.learner import save_detector
+        save_detector(self.learn, self.fname)
     def after_batch(self):
         if self.training: self.train_n += len(self.yb[1])
         else: self.valid_n += len(self.yb[1])
@@ -40,10 +44,14 @@ def _job(arch:str='ssdlite_mobilenetv2', validate:bool=True):
     import torch.distributed as dist
     from fastdet.metrics import evaluate, COCOMetric, VOCMetric
     learn = _learner(arch, metrics=[COCOMetric('AP'), COCOMetric('AR100'), VOCMetric()])
-    seen = _Seen()
+    import tempfile
+    from fastdet.learner import load_detector
+    fname = os.path.join(tempfile.mkdtemp(), 'model.pth')
+    seen = _Seen(fname)
     before = evaluate(learn, voc=True)  # the seeded untrained model: the same weights in every process and in the test's
     with learn.no_bar(), learn.no_logging(), learn.distrib_ctx(): learn.fit(1, 1e-3, cbs=[seen] + ([] if validate else [_NoValidate()]))
-    mine = dict(rank=dist.get_rank(), before=before, weights=_flat_state(learn.model), in_loop={k: v for k, v in zip(learn.recorder.metric_names[1:], learn.recorder.values[-1]) if k in ('AP', 'AR100', 'VOC_mAP')} if validate else None,
+    saved = load_detector(fname).model.state_dict()
+    mine = dict(rank=dist.get_rank(), threads=torch.get_num_threads(), before=before, saved=all(torch.equal(v, saved[k]) for k, v in learn.model.state_dict().items()), weights=_flat_state(learn.model), in_loop={k: v for k, v in zip(learn.recorder.metric_names[1:], learn.recorder.values[-1]) if k in ('AP', 'AR100', 'VOC_mAP')} if validate else None,
                 stats=evaluate(learn, voc=True), model_type=seen.model_type, train_n=seen.train_n, valid_n=seen.valid_n)
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, mine)
@@ -60,17 +68,21 @@ def _check_ranks(a, b, n_train:int, bs:int, n_valid:int):
     for r in (a, b):  # each process its half of the images: training in full batches, validation padded by one repeat when odd
         assert (r['train_n'], r['valid_n']) == ((n_train // 2) // bs * bs, -(-n_valid // 2)), (r['train_n'], r['valid_n'], n_train, n_valid)
     assert a['before'] == b['before']
+    assert a['saved']  # `save_detector` inside `distrib_ctx` wrote the unwrapped model (rank 0: the process that writes)
     np.testing.assert_array_equal(a['weights'], b['weights'])
     assert np.isfinite(a['weights']).all()
     assert a['stats'] == b['stats'] and a['in_loop'] == b['in_loop']
 
-def _one_process(arch, r):
-    "The stats of one process on the weights the 2-process run ended with."
+def _one_process(arch, r, weights:bool=True):
+    "The stats of one process on the weights the 2-process run ended with (or the seeded initial ones), with the threads each of them had."
     from fastdet.metrics import evaluate
     learn = _learner(arch)
     sd = learn.model.state_dict()
-    learn.model.load_state_dict(dict(zip(sd, _split(r['weights'], sd))))
-    return learn, evaluate(learn, voc=True)
+    if weights: learn.model.load_state_dict(dict(zip(sd, _split(r['weights'], sd))))
+    n = torch.get_num_threads()
+    torch.set_num_threads(r['threads'])  # a CPU convolution's last bits depend on the thread count too
+    try: return learn, evaluate(learn, voc=True)
+    finally: torch.set_num_threads(n)
 
 def test_ranks_hold_identical_weights(trained):
     "One epoch of SSDLite in 2 processes: DDP-wrapped, each rank half of the data, identical weights afterwards."
@@ -85,7 +97,7 @@ def test_stats_exact_across_processes(trained):
     assert len(learn.dls.valid_ds) % 2 == 1
     assert set(one) == {*COCO_STATS, 'VOC07_mAP', 'VOC_mAP'}
     assert one == a['stats'], (one, a['stats'])
-    before = evaluate(_learner('ssdlite_mobilenetv2'), voc=True)
+    _, before = _one_process('ssdlite_mobilenetv2', a, weights=False)
     assert before == a['before'] == b['before'], (before, a['before'])
     assert before['AR100'] > 0 and before['VOC_mAP'] > 0  # numbers that a counted repeat changes
     # the metrics in fastai's loop (validation after the epoch, through `DistributedTrainer`): the same numbers
