@@ -35,7 +35,7 @@ def _learner(arch:str, workers:int):
     kw = dict(pretrained_backbone=False) if not arch.startswith('ssd') else {}
     return make_learner(dls, arch, pretrained=False, metrics=[COCOMetric('AP'), COCOMetric('AP50')], **kw), size, bs
 
-def check(arch:str, steps:int, workers:int, tol:float=1e-4)->bool:
+def check(arch:str, steps:int, workers:int, tol:float=1e-4, n_compare:int=128)->bool:
     from fastdet.metrics import evaluate, coco_table
     from fastdet.learner import ValidateLastEpoch
     learn, size, bs = _learner(arch, workers)
@@ -46,12 +46,13 @@ def check(arch:str, steps:int, workers:int, tol:float=1e-4)->bool:
     with learn.no_bar(): learn.fit_one_cycle(epochs, 1e-2 if arch.startswith('ssd') else 2e-3, cbs=[_throughput_cb(tp), ValidateLastEpoch()])
     print(f"\n{arch}: {epochs * len(learn.dls.train)} steps of bs {bs} at {size} px with to_fp16() on {torch.cuda.get_device_name()}: "
           f"{tp.n / tp.secs:.0f} training images/s ({time.perf_counter() - t:.0f} s in all)")
+    print(coco_table(learn.metrics[0].stats))  # the validation set's, in fastai's loop (fp16)
     learn.to_fp32()
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
-    gpu = evaluate(learn)
-    print(coco_table(gpu))
+    items = list(learn.dls.valid.items)[:n_compare]
+    gpu = evaluate(learn, learn.dls.test_dl(items, with_labels=True))
     learn.dls.to('cpu'); learn.model.cpu()
-    dl = learn.dls.valid.new(num_workers=0)
+    dl = learn.dls.test_dl(items, with_labels=True, num_workers=0, device='cpu')
     t = time.perf_counter(); cpu = evaluate(learn, dl); cpu_secs = time.perf_counter() - t
     diff = max(abs(gpu[k] - cpu[k]) for k in gpu)
     ok = diff <= tol
