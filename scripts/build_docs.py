@@ -68,7 +68,7 @@ def _plain(nb_path, out_dir):
     (out_dir/name).write_text(json.dumps(nb))
     return name, title or Path(nb_path).stem
 
-EXTRA_CSS = """.jp-InputPrompt, .jp-OutputPrompt { display: none; }  /* no In[ ]/Out[ ] labels */
+EXTRA_CSS = """.jupyter-wrapper .jp-InputPrompt, .jupyter-wrapper .jp-OutputPrompt { display: none !important; }  /* no In[ ]/Out[ ] labels */
 /* long commands in prose wrap; code and outputs scroll sideways where they must keep their columns, with a visible bar */
 .jp-RenderedMarkdown pre, .jp-RenderedMarkdown pre code { white-space: pre-wrap; overflow-wrap: anywhere; }
 .jp-Cell pre, .highlight pre { overflow-x: auto; }

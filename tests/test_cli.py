@@ -184,8 +184,11 @@ def test_runs_are_numbered_and_named_last(trained, tmp_path):
         r = _run('predict', d/'out'/'model.pth', img, '--device', 'cpu', cwd=tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.strip().splitlines()[-1].startswith(f'results in {Path("runs")/name}') and (tmp_path/'runs'/name/'detections.json').is_file()
-    ann = img.parent.parent/'annotations.json'
-    r = _run('eval', d/'out'/'model.pth', ann, '--workers', 0, cwd=tmp_path)
+    ann = tmp_path/'elsewhere.json'  # a COCO json away from its images: --images finds them (14.2)
+    ann.write_text((img.parent.parent/'annotations.json').read_text())
+    r = _run('eval', d/'out'/'model.pth', ann, cwd=tmp_path)
+    assert r.returncode == 1 and '--images DIR' in r.stderr, r.stderr
+    r = _run('eval', d/'out'/'model.pth', ann, '--images', img.parent, '--workers', 0, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == f'results in {Path("runs")/"eval"}: stats.json', r.stdout[-500:]
     assert json.loads((tmp_path/'runs'/'eval'/'stats.json').read_text())['AP'] >= 0
 
