@@ -6,6 +6,7 @@ Docs: https://fastdet.github.io/fastdet/interpret.html.md"""
 
 # %% ../nbs/32_interpret.ipynb #c001
 from __future__ import annotations
+import contextlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -29,6 +30,15 @@ def _slice(p, i:int):
     if isinstance(p, Tensor): return p[i:i + 1]
     if isinstance(p, (list, tuple)): return type(p)(_slice(o, i) for o in p)
     return p
+
+@contextlib.contextmanager
+def _keep_log(learn):
+    "Keep `learn.recorder`'s training log through fastai's `validate` / `get_preds`, which start a new one (`Recorder.before_fit`)."
+    rec = getattr(learn, 'recorder', None)
+    log = {k: getattr(rec, k) for k in ('lrs', 'iters', 'losses', 'values', 'metric_names') if hasattr(rec, k)}
+    try: yield
+    finally:
+        for k, v in log.items(): setattr(rec, k, v)
 
 class _Gather(Callback):
     "During `validate`: the detections `COCOMetric` accumulates, and the learner's loss on each image of the batch alone."
@@ -69,14 +79,11 @@ class DetInterpretation(Interpretation):
     ):
         "Run `learn` once over `dl`: detections as `COCOMetric` keeps them, and the loss of each image alone (the training log is kept)."
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
-        cb, old, rec = _Gather(), learn.metrics, getattr(learn, 'recorder', None)
-        log = {k: getattr(rec, k) for k in ('lrs', 'iters', 'losses', 'values') if hasattr(rec, k)}
+        cb, old = _Gather(), learn.metrics
         learn.metrics = []  # the learner's own metrics would evaluate a second time
         try:
-            with learn.no_bar(), learn.no_logging(): learn.validate(dl=dl, cbs=[cb])
-        finally:  # fastai's `validate` starts a new training log (`Recorder.before_fit`): keep the training's
-            learn.metrics = old
-            for k, v in log.items(): setattr(rec, k, v)
+            with _keep_log(learn), learn.no_bar(), learn.no_logging(): learn.validate(dl=dl, cbs=[cb])
+        finally: learn.metrics = old
         losses = torch.cat(cb.losses) if cb.losses else torch.zeros(0)
         return cls(learn, dl, losses, cb.metric._acc.collect(), backend)
 
@@ -400,7 +407,6 @@ def save_results(
         if fig is None: return
         fig.savefig(out/name, dpi=100, bbox_inches='tight'); plt.close(fig)
         written.append(out/name)
-    curves = plot_losses(learn), plot_metrics(learn)  # first: fastai's `validate` / `get_preds` start a new training log
     if interp is None: interp = DetInterpretation.from_learner(learn, dl=dl)
     interp.per_class().to_csv(out/'per_class.csv', index=False); written.append(out/'per_class.csv')
     save(interp.plot_pr_curves(), 'pr_curve.png')
@@ -408,8 +414,8 @@ def save_results(
     save(interp.plot_confusion_matrix(normalize=True), 'confusion_matrix_normalized.png')
     save(interp.plot_errors(), 'errors.png')
     if interp.losses is not None and len(interp.losses): save(interp.plot_top_losses(min(k, len(interp.losses))), 'top_losses.png')
-    save(curves[0], 'losses.png')
-    save(curves[1], 'metrics.png')
-    with learn.no_bar(): axs = learn.show_results(dl=interp.dl if dl is None else dl, max_n=k, shuffle=False)
+    save(plot_losses(learn), 'losses.png')
+    save(plot_metrics(learn), 'metrics.png')
+    with _keep_log(learn), learn.no_bar(): axs = learn.show_results(dl=interp.dl if dl is None else dl, max_n=k, shuffle=False)
     save(axs[0].figure, 'predictions.png')
     return written
