@@ -252,9 +252,10 @@ def plot_confusion_matrix(self:DetInterpretation,
     if normalize: m = m / np.maximum(m.sum(1, keepdims=True), 1)
     names = self.names + ['background']
     n = len(names)
-    fig, ax = plt.subplots(figsize=ifnone(figsize, (max(5, .45 * n + 2),) * 2))
+    fig, ax = plt.subplots(figsize=ifnone(figsize, (min(max(5, .45 * n + 2), 16),) * 2))
     ax.imshow(m, cmap=cmap, vmin=0)
-    ax.set_xticks(range(n), names, rotation=90); ax.set_yticks(range(n), names)
+    fs = 10 if n <= 30 else 6
+    ax.set_xticks(range(n), names, rotation=90, fontsize=fs); ax.set_yticks(range(n), names, fontsize=fs)
     ax.set(xlabel='predicted', ylabel='true', title=f"confusion matrix{' (normalised per true class)' if normalize else ''}, IoU {iou}, score {score}")
     if n <= 30:
         for i, j in zip(*np.nonzero(m)):
