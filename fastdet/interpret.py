@@ -364,13 +364,18 @@ def plot_top_losses(self:DetInterpretation,
 
 # %% ../nbs/32_interpret.ipynb #c040
 def plot_losses(learn)->object:
-    "fastai's `learn.recorder.plot_loss()` in a figure of its own; `None` when the learner has not trained."
+    "The training log's losses as fastai's `recorder.plot_loss()` draws them; `None` when the learner has not trained."
     import matplotlib.pyplot as plt
     rec = getattr(learn, 'recorder', None)
     if rec is None or not getattr(rec, 'losses', None): return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    rec.plot_loss(skip_start=5 if len(rec.losses) > 50 else 0, with_valid=bool(rec.values), ax=ax)
-    ax.legend()
+    ax.plot(range(len(rec.losses)), [float(l) for l in rec.losses], label='train (smoothed)')
+    # fastai's `plot_loss` fails on epochs without validation (`ValidateLastEpoch`): their rows hold the train loss only
+    j = rec.metric_names.index('valid_loss') - 1 if 'valid_loss' in rec.metric_names else None
+    pts = [(it, float(v[j])) for it, v in zip(rec.iters, rec.values) if j is not None and len(v) > j and v[j] is not None]
+    if pts: ax.plot(*zip(*pts), 'o-', label='valid')
+    ax.set(xlabel='steps', ylabel='loss', title='learning curve')
+    ax.legend(); ax.grid(alpha=.3)
     return fig
 
 def plot_metrics(learn)->object:
@@ -388,7 +393,7 @@ def plot_metrics(learn)->object:
         ep = [e for e, v in enumerate(values) if len(v) > j and v[j] is not None]
         ax.plot(ep, [float(values[e][j]) for e in ep], 'o-', label=n)
     ax.set(xlabel='epoch', ylabel='value', title='metrics on the validation set')
-    ax.set_xticks(range(len(values)))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend(); ax.grid(alpha=.3)
     return fig
 
