@@ -15,7 +15,7 @@ from fastdet.data.readers import read_coco
 from fastdet.data.core import DetDataLoaders
 from fastdet.learner import ssd_learner
 from fastdet.metrics import COCOMetric
-from fastdet.interpret import DetInterpretation, save_results, plot_metrics, TIDE_ERRORS, _MEAN_COLOR
+from fastdet.interpret import DetInterpretation, save_results, plot_losses, plot_metrics, TIDE_ERRORS, _MEAN_COLOR
 
 pytest.importorskip('pycocotools')
 from pycocotools.coco import COCO
@@ -212,3 +212,18 @@ def test_save_results(trained, tmp_path):
     fresh = ssd_learner(learn.dls, pretrained=False)
     names = [f.name for f in save_results(fresh, tmp_path/'eval', dl=learn.dls.valid)]
     assert 'losses.png' not in names and 'metrics.png' not in names and 'pr_curve.png' in names and 'predictions.png' in names
+
+
+def test_training_curves_without_validation_each_epoch(trained):
+    "`fastdet train` validates only after the last epoch (`ValidateLastEpoch`): earlier rows of the log hold the train loss only."
+    rec = trained.recorder
+    values = rec.values
+    try:
+        rec.values = [values[0][:1]] + list(values[1:])
+        fig = plot_losses(trained)
+        assert fig.axes[0].lines[1].get_xdata().tolist() == rec.iters[1:]  # the validation points that exist
+        plt.close(fig)
+        fig = plot_metrics(trained)
+        assert [len(l.get_xdata()) for l in fig.axes[0].lines] == [len(values) - 1] * 2
+        plt.close(fig)
+    finally: rec.values = values
