@@ -379,10 +379,11 @@ def plot_losses(learn)->object:
     return fig
 
 def plot_metrics(learn)->object:
-    "Each metric of the training log per epoch (fastai's `recorder.values`); `None` when there is none."
+    "Each metric of the training log per epoch (fastai's `recorder.values`); `None` when the learner has not trained, or logged no metric."
     import matplotlib.pyplot as plt
     rec = getattr(learn, 'recorder', None)
-    values = getattr(rec, 'values', None) if rec is not None else None
+    if rec is None or not getattr(rec, 'losses', None): return None  # not trained: a `validate` alone also leaves a row
+    values = rec.values
     if not values: return None
     names = [n for n in rec.metric_names if n not in ('epoch', 'time')]
     cols = [(j, n) for j, n in enumerate(names) if n not in ('train_loss', 'valid_loss')]
