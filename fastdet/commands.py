@@ -13,6 +13,7 @@ import torch
 from fastai.learner import load_learner
 from fastai.vision.augment import Flip
 from fastai.callback.core import Callback
+from fastai.callback.progress import CSVLogger
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
 from .boxes import convert_boxes
@@ -21,10 +22,11 @@ from .data.readers import files_under, read_records, detect_format
 from .data.core import DetDataLoaders
 from .learner import make_learner, draw_boxes, ValidateLastEpoch, save_detector, load_detector
 from .metrics import COCOMetric, coco_table, evaluate
+from .interpret import DetInterpretation, save_results
 
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary',
-           'validate_every_epoch', 'SaveProgress', 'train', 'load_model', 'predict', 'evaluate_model']
+           'validate_every_epoch', 'SaveProgress', 'RunLog', 'train', 'load_model', 'predict', 'evaluate_model']
 
 # %% ../nbs/38_commands.ipynb #c005
 class CLIError(Exception):
@@ -151,6 +153,17 @@ class SaveProgress(Callback):
         ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
         if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
 
+class RunLog(CSVLogger):
+    "fastai's `CSVLogger` writing every fit of a run (fine-tuning's frozen and unfrozen phases, a resumed run) into one `results.csv` with one header."
+    def __init__(self, fname='results.csv'): super().__init__(fname, append=True)
+    def before_fit(self):
+        if hasattr(self, 'gather_preds'): return  # a `get_preds` inside training: not an epoch
+        fn = self.path/self.fname
+        header = not fn.exists() or fn.stat().st_size == 0
+        self.file = fn.open('a')
+        if header: self.file.write(','.join(self.recorder.metric_names) + '\n')
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+
 def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=False):
     "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs."
     if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', best)])
@@ -176,9 +189,8 @@ def train(
     pretrained:bool=False, n:int=None, seed:int=0, out=None, show:bool=True, validate:str=None, weights=None, images=None,
     valid=None, valid_images=None, pickle:bool=False, resume:bool=False, device=None, workers:int=None, verbose:bool=False,
 )->tuple:
-    "Train a detector as `fastdet train` does (see its options); print the 12 COCO stats; write `model.pth`, `predictions.png` and `stats.json` into the run folder. Returns `(learn, stats)`."
+    "Train a detector as `fastdet train` does (see its options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
     import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     t0 = time.time()
     args = dict(data=data, fmt=fmt, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, lr_find=lr_find, pretrained=pretrained, n=n,
                 seed=seed, validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images)
@@ -209,7 +221,8 @@ def train(
     elif a.lr_find:
         lr = learn.lr_find(show_plot=False).valley
         print(f"lr_find suggests lr={lr:.2e}")
-    cbs = [] if every else [ValidateLastEpoch()]
+    if not resume: (out/'results.csv').unlink(missing_ok=True)
+    cbs = [RunLog()] + ([] if every else [ValidateLastEpoch()])
     try: _fit(learn, a.epochs, lr, fine_tune, cbs, out, phase, done, best=every)
     except KeyboardInterrupt:
         save_detector(learn, out/'model.pth')
@@ -224,10 +237,9 @@ def train(
     if pickle:
         learn.fastdet_version = fastdet.__version__
         learn.export(out.resolve()/'model.pkl'); written.append('model.pkl')
-    (out/'stats.json').write_text(json.dumps(stats, indent=1)); written.append('stats.json')
-    if show:
-        with learn.no_bar(): learn.show_results(max_n=4, figsize=(8, 16))
-        plt.savefig(out/'predictions.png', bbox_inches='tight'); plt.close('all'); written.append('predictions.png')
+    (out/'stats.json').write_text(json.dumps(stats, indent=1)); written += ['stats.json', 'results.csv']
+    if show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
+        with learn.no_bar(): written += [p.name for p in save_results(learn, out)]
     fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
     print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
     print(f"results in {out}: {', '.join(written)}")
@@ -317,7 +329,7 @@ def evaluate_model(
     device=None, # See `pick_device`
     workers:int=None, # Data loading processes
 )->dict:
-    "The 12 COCO stats (and VOC mAP) of a saved model on a dataset; written to `stats.json` in the run folder."
+    "The 12 COCO stats (and VOC mAP) of a saved model on a dataset; `stats.json` and `save_results`' plots in the run folder."
     learn = load_model(model, device)
     recs, fmt = _read(data, fmt, images)
     vocab = list(learn.dls.vocab)
@@ -326,10 +338,14 @@ def evaluate_model(
     recs, report = check_records(recs, vocab[1:], verbose=False)
     print(f"data: {data} ({fmt}); data check: {report.summary()}")
     dl = learn.dls.test_dl(recs, with_labels=True, bs=bs, **({} if workers is None else dict(num_workers=workers)))
-    stats = evaluate(learn, dl, voc=voc)
+    with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)  # one pass: the COCO stats and what the plots need
+    stats = {k: float(v) for k, v in interp.stats.items()}
+    if voc: stats.update({k: v for k, v in evaluate(learn, dl, voc=True).items() if k.startswith('VOC')})
     print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
     if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {stats['VOC07_mAP']:.3f}, all-point {stats['VOC_mAP']:.3f}")
     out = run_dir('eval', out); out.mkdir(parents=True, exist_ok=True)
     (out/'stats.json').write_text(json.dumps(stats, indent=1))
-    print(f"results in {out}: stats.json")
+    import matplotlib; matplotlib.use('Agg')
+    with learn.no_bar(): written = ['stats.json'] + [p.name for p in save_results(learn, out, interp=interp)]
+    print(f"results in {out}: {', '.join(written)}")
     return stats

@@ -18,7 +18,12 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_png_stats(trained):
     d, r = trained
-    for f in ('model.pth', 'model.pkl', 'predictions.png', 'stats.json'): assert (d/'out'/f).stat().st_size > 0, f
+    for f in ('model.pth', 'model.pkl', 'predictions.png', 'stats.json', 'results.csv', 'per_class.csv', 'pr_curve.png', 'confusion_matrix.png',
+              'losses.png', 'metrics.png', 'top_losses.png', 'errors.png'): assert (d/'out'/f).stat().st_size > 0, f
+    import pandas as pd
+    log = pd.read_csv(d/'out'/'results.csv')  # fastai's CSVLogger: one row per epoch
+    assert list(log.columns) == ['epoch', 'train_loss', 'valid_loss', 'AP', 'AP50', 'time'] and len(log) == 1 and log.AP[0] == pytest.approx(json.loads((d/"out"/"stats.json").read_text())["AP"], abs=1e-6)
+    assert set(pd.read_csv(d/'out'/'per_class.csv').name) == {'circle', 'cross', 'square', 'triangle'}
     stats = json.loads((d/'out'/'stats.json').read_text())
     assert list(stats) == ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
     assert all(0 <= v <= 1 or v == -1 for v in stats.values())  # -1: undefined, as pycocotools gives it
@@ -189,7 +194,8 @@ def test_runs_are_numbered_and_named_last(trained, tmp_path):
     r = _run('eval', d/'out'/'model.pth', ann, cwd=tmp_path)
     assert r.returncode == 1 and '--images DIR' in r.stderr, r.stderr
     r = _run('eval', d/'out'/'model.pth', ann, '--images', img.parent, '--workers', 0, cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == f'results in {Path("runs")/"eval"}: stats.json', r.stdout[-500:]
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith(f'results in {Path("runs")/"eval"}: stats.json, per_class.csv'), r.stdout[-500:]
+    assert (tmp_path/'runs'/'eval'/'confusion_matrix.png').stat().st_size > 0
     assert json.loads((tmp_path/'runs'/'eval'/'stats.json').read_text())['AP'] >= 0
 
 def _table(stdout):
@@ -208,6 +214,9 @@ def test_valid_set_summary_and_aligned_columns(tmp_path):
     assert 'data check: 65 images' in r.stdout and 'validation: after the last epoch' in r.stdout
     rows = _table(r.stdout)
     assert [len(x) for x in rows] == [6, 6] and rows[0][2:5] == ['-', '-', '-'] and rows[1][2] != '-', rows
+    import pandas as pd
+    log = pd.read_csv(tmp_path/'o'/'results.csv')  # the skipped validation is NaN there
+    assert len(log) == 2 and log.valid_loss.isna().tolist() == [True, False] and log.AP.isna().tolist() == [True, False]
     # a validation set with a class the training set lacks: one line naming it
     ann = json.loads((tmp_path/'va'/'annotations.json').read_text()); ann['categories'][0]['name'] = 'hexagon'
     (tmp_path/'va'/'odd.json').write_text(json.dumps(ann))
