@@ -93,7 +93,10 @@ def _worker(rank:int, fn, procs:int, port:int, cuda:bool, args:tuple, kwargs:dic
     dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://', rank=rank, world_size=procs)
     try:
         out = fn(*args, **kwargs)
-        if rank == 0: Path(result).write_bytes(pickle.dumps(out))
+        if rank == 0:
+            try: Path(result).write_bytes(pickle.dumps(out))
+            except Exception as e: raise TypeError(f"launch: the result of {getattr(fn, '__name__', fn)} cannot be sent back from its process "
+                                                   f"({e}); return plain values (numbers, strings, dicts, tensors), not a learner") from e
         dist.barrier()
     finally: dist.destroy_process_group()
 
