@@ -12,3 +12,4 @@ from .losses.ssd import *
 from .losses.efficientdet import *
 from .learner import *
 from .metrics import *
+from .deploy import *
