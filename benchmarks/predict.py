@@ -4,7 +4,7 @@
 
 Measures, in one run on the same images (at each model's size):
 - images/s of `predict_files` (one DataLoader, batches, worker processes) vs the per-image `learn.predict` loop it
-  replaces, for fastdet's `ssdlite320_mobilenet_v3_large` (random weights: speed does not depend on them);
+  replaces (on the first `--loop-n` images), for fastdet's `ssdlite320_mobilenet_v3_large` (random weights: speed does not depend on them);
 - torchvision's own `ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)` in eval mode with its own
   transform, fed the same decoded images in batches of the same size;
 - onnxruntime (CPU) vs PyTorch eager on the exported SSDLite (the same `[B, 3, 320, 320]` batches, decoding and NMS
@@ -59,6 +59,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument('--n', type=int, default=128, help='images of COCO128')
     p.add_argument('--bs', type=int, default=32)
+    p.add_argument('--loop-n', type=int, default=32, help='images of the (slow) per-image loop, a rate per image like the others')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: leave as is)')
     p.add_argument('--score-thresh', type=float, default=.02, help='decoding score threshold of both models')
@@ -80,7 +81,8 @@ def main():
         d = Path(d)
         predict_files(learn, files[:a.bs], d/'warm', bs=a.bs, num_workers=0)  # warm-up
         res['predict_files (batched)'] = _rate(len(files), lambda: predict_files(learn, files, d/'b', bs=a.bs, num_workers=a.workers))
-        res['learn.predict loop'] = _rate(len(files), lambda: [learn.predict(f) for f in files])
+        loop = files[:a.loop_n]
+        res['learn.predict loop'] = _rate(len(loop), lambda: [learn.predict(f) for f in loop])
     # torchvision's SSDLite, its own transform (resize to 320, normalise) and post-processing, the same batches
     tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     tv.score_thresh = a.score_thresh
@@ -99,7 +101,7 @@ def main():
         def eager():
             with torch.no_grad(): [m(b) for b in batches]
         eager()
-        res['PyTorch eager (exported module)'] = _rate(len(x), eager, 2)
+        res['PyTorch eager (exported module)'] = _rate(len(x), eager)
         res['onnxruntime CPU'] = _rate(len(x), lambda: [det(b.numpy()) for b in batches], 2)
     for k, v in res.items(): print(f"{k:34s} {v:8.1f} images/s")
     r = lambda a_, b_: res[a_] / res[b_]
