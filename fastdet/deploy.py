@@ -75,6 +75,7 @@ def predict_files(
 )->tuple:
     "Detections of `model` on the images of `paths`, streamed to `out/detections.json` (COCO results): `(results, skipped files)`."
     files = image_files(paths)
+    if not files: raise ValueError(f"no images found in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     vocab, cats = _vocab_categories(model)
     name2id = {v: i for i, v in enumerate(vocab)} | {v: k for k, v in cats.items()}
