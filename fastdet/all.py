@@ -12,4 +12,5 @@ from .losses.ssd import *
 from .losses.efficientdet import *
 from .learner import *
 from .metrics import *
+from .interpret import *
 from .deploy import *

@@ -1,4 +1,4 @@
-"""Train, predict and evaluate from the shell: `fastdet train`, `fastdet predict`, `fastdet eval`.
+"""Train, predict and evaluate from the shell: fastdet train, fastdet predict, fastdet eval.
 
 Docs: https://fastdet.github.io/fastdet/cli.html.md"""
 
@@ -6,255 +6,98 @@ Docs: https://fastdet.github.io/fastdet/cli.html.md"""
 
 # %% ../nbs/40_cli.ipynb #c001
 from __future__ import annotations
-import inspect, json, os, sys, time, warnings
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # raised on import by effdet/timm
-from pathlib import Path
-import torch
-from fastcore.script import call_parse, anno_parser, store_true
-from fastai.learner import load_learner
-from fastai.vision.augment import Flip
-import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
+import inspect, os, sys
+from fastcore.script import anno_parser, store_true
 import fastdet
-from .boxes import convert_boxes
-from .data.records import ImageError, open_image, check_records
-from .data.readers import files_under, read_records
-from .data.core import DetDataLoaders
-from fastai.callback.core import Callback
-from .learner import make_learner, draw_boxes, ValidateLastEpoch, save_detector, load_detector
-from .metrics import COCOMetric, coco_table, evaluate
 
 # %% auto #0
-__all__ = ['SHAPES_RECIPE', 'CLIError', 'SaveProgress', 'train', 'load_model', 'predict', 'evaluate_model', 'fastdet_train',
-           'fastdet_predict', 'fastdet_eval', 'main']
+__all__ = ['COMMANDS', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'usage', 'parser', 'main']
 
-# %% ../nbs/40_cli.ipynb #n005
-class CLIError(Exception):
-    "An error the person running `fastdet` can act on: printed as one line."
-
-# %% ../nbs/40_cli.ipynb #c009
-SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200)
-
-# %% ../nbs/40_cli.ipynb #c010
-def _data_dls(data, fmt, size, bs, n, seed, images=None, **kwargs):
-    kwargs.setdefault('batch_tfms', [Flip()])
-    if data is None: return DetDataLoaders.from_shapes(n=n, size=size, bs=bs, seed=seed, **kwargs)
-    recs = read_records(data, fmt, images)
-    return DetDataLoaders.from_records(recs, size=size, bs=bs, seed=seed, **kwargs)
-
-class SaveProgress(Callback):
-    "After every epoch: the training state (weights and optimizer, `models/last.pth`) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far (`best.pth`)."
-    order = 90  # after fastai's recorder
-    def __init__(self, out, phase:str, best:bool=False): self.out, self.phase, self.best, self.best_ap = Path(out), phase, best, -1.
-    def after_epoch(self):
-        self.learn.save('last', with_opt=True)
-        (self.out/'progress.json').write_text(json.dumps(dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch)))
-        ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
-        if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
-
-def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=False):
-    "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs."
-    if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', best)])
-    if phase == 'frozen':  # fastai's fine_tune: freeze_epochs=1, lr_mult=100, pct_start .99 then .3, div 5
-        learn.freeze()
-        if done < 1: learn.fit_one_cycle(1, slice(lr), pct_start=.99, start_epoch=done, cbs=cbs + [SaveProgress(out, 'frozen')])
-        done = 0
-    learn.unfreeze()
-    learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', best)])
-
-_TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'pretrained', 'n', 'seed', 'every_epoch', 'weights', 'images')
-
-def train(data=None, fmt=None, arch=SHAPES_RECIPE['arch'], size=SHAPES_RECIPE['size'], bs=SHAPES_RECIPE['bs'],
-          epochs=SHAPES_RECIPE['epochs'], lr=SHAPES_RECIPE['lr'], lr_find=False, pretrained=False, n=SHAPES_RECIPE['n'],
-          seed=0, out='fastdet_out', show=True, every_epoch=False, weights=None, images=None, pickle=False, resume=False):
-    "Train a detector; print the 12 COCO stats; write `model.pth`, `predictions.png` and `stats.json` into `out`."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    t0 = time.time()
-    out = Path(out)
-    if resume:  # the arguments of the interrupted run, and where it stopped
-        if not (out/'progress.json').is_file(): raise CLIError(f"{out}: nothing to resume (no progress.json from an interrupted fastdet train)")
-        args, progress = json.loads((out/'args.json').read_text()), json.loads((out/'progress.json').read_text())
-        data, fmt, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, every_epoch, weights, images = (args[k] for k in _TRAIN_ARGS)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (out/'args.json').write_text(json.dumps({k: v for k, v in zip(_TRAIN_ARGS, (
-            str(data) if data else None, fmt, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, every_epoch,
-            str(weights) if weights else None, str(images) if images else None))}, indent=1))
-    dls = _data_dls(data, fmt, size, bs, n, seed, images)
-    src = 'the built-in shapes dataset' if data is None else str(data)
-    print(f"fastdet {fastdet.__version__}: {arch} on {src}: {len(dls.train_ds)} training / {len(dls.valid_ds)} validation images, "
-          f"{len(dls.vocab) - 1} classes, size {size}")
-    kw = {} if weights is None else dict(weights=weights)  # resumed: built the same way (which layers are new), then its state loaded
-    learn = make_learner(dls, arch, pretrained=pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
-    fine_tune = pretrained or weights is not None
-    phase, done = ('frozen' if fine_tune else 'train'), 0
-    if resume:
-        learn.load('last', with_opt=True)
-        phase, done = progress['phase'], progress['epoch']
-        if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
-        print(f"resuming after epoch {done} ({phase})")
-    elif lr_find:
-        lr = learn.lr_find(show_plot=False).valley
-        print(f"lr_find suggests lr={lr:.2e}")
-    cbs = [] if every_epoch else [ValidateLastEpoch()]
-    try: _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, best=every_epoch)
-    except KeyboardInterrupt:
-        save_detector(learn, out/'model.pth')
-        print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
-              f"with: fastdet train --resume --out {out}", file=sys.stderr)
-        raise
-    # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
-    stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
-    print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
-    save_detector(learn, out/'model.pth')
-    written = [out/'model.pth']
-    if pickle:
-        learn.fastdet_version = fastdet.__version__
-        learn.export(out.resolve()/'model.pkl'); written.append(out/'model.pkl')
-    (out/'stats.json').write_text(json.dumps(stats, indent=1))
-    if show:
-        with learn.no_bar(): learn.show_results(max_n=4, figsize=(8, 16))
-        plt.savefig(out/'predictions.png', bbox_inches='tight'); plt.close('all')
-    fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
-    print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
-    print(f"wrote {', '.join(map(str, written + [out/'predictions.png', out/'stats.json']))}")
-    return learn, stats
-
-# %% ../nbs/40_cli.ipynb #c012
-def load_model(fn):
-    "The learner in `fn`: a `save_detector` file (read without unpickling), or a pickled `.pkl` export (fastai's warning shown)."
-    fn = Path(fn)
-    if not fn.is_file(): raise CLIError(f"{fn}: no such model file")
-    if fn.suffix.lower() != '.pkl': return load_detector(fn, cpu=not torch.cuda.is_available())
-    try: learn = load_learner(fn, cpu=not torch.cuda.is_available())  # unpickles: runs what the file names (fastai warns)
-    except (AttributeError, ModuleNotFoundError, ImportError) as e:
-        raise CLIError(f"{fn}: this model file was written by another version of fastdet or fastai ({e}); "
-                       f"this is fastdet {fastdet.__version__}: export it again with this version") from e
-    except Exception as e:
-        raise CLIError(f"{fn}: not a model file exported by fastdet ({type(e).__name__}: {e})") from e
-    if isinstance(learn, dict): raise CLIError(f"{fn}: a bare state dict, not an exported learner: give it to `fastdet train --weights {fn}`")
-    v = getattr(learn, 'fastdet_version', None)
-    if v is not None and v != fastdet.__version__:
-        raise CLIError(f"{fn}: exported by fastdet {v}, this is fastdet {fastdet.__version__}: export it again with this version")
-    if not hasattr(getattr(learn, 'loss_func', None), 'activation'): raise CLIError(f"{fn}: not a fastdet detection model")
-    return learn
-
-def _image_files(paths)->list:
-    "`(file, output name)` of every image in `paths`: a folder's images keep their path below it, so no two outputs collide."
-    files = []
-    for p in map(Path, paths):
-        if not p.exists(): raise CLIError(f"{p}: no such file or folder")
-        files += [(f, f.relative_to(p)) for f in files_under(p)] if p.is_dir() else [(p, Path(p.name))]
-    if not files: raise CLIError(f"no images found in {', '.join(map(str, paths))}")
-    seen, out = set(), []
-    for f, rel in files:  # files given by name from different folders may still share a name
-        name, k = rel.with_name(rel.name + '.png'), 1
-        while name in seen: name, k = rel.with_name(f"{rel.name}.{k}.png"), k + 1
-        seen.add(name); out.append((f, name))
-    return out
-
-def predict(model, images, out='fastdet_predictions', score_thresh=0.3):
-    "Detections of `model` on image files/folders: `detections.json` (COCO results, pixels of each image) and annotated images."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    learn = load_model(model)
-    out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
-    cats = getattr(learn.dls, 'categories', None) or {}
-    name2id = {v: k for k, v in cats.items()}
-    results, skipped = [], []
-    for i, (fn, name) in enumerate(_image_files(images)):
-        try: img = open_image(fn)
-        except ImageError as e:
-            print(f"warning: skipped {e}", file=sys.stderr); skipped.append(str(fn)); continue
-        with learn.no_bar(): boxes, labels, scores = learn.predict(img)  # the image opened above: read once
-        keep = scores >= score_thresh
-        boxes, scores = boxes[keep], scores[keep]
-        labels = [l for l, k in zip(labels, keep.tolist()) if k]
-        for b, l, s in zip(convert_boxes(boxes, 'xyxy', 'xywh').tolist(), labels, scores.tolist()):
-            results.append(dict(image_id=i, file_name=str(fn), category_name=l,
-                                category_id=name2id.get(l, list(learn.dls.vocab).index(l)),
-                                bbox=[round(v, 2) for v in b], score=round(s, 4)))
-        ax = draw_boxes(img, boxes, [f"{l} {s:.2f}" for l, s in zip(labels, scores.tolist())])
-        (out/'images'/name).parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(out/'images'/name); plt.close(ax.figure)
-    (out/'detections.json').write_text(json.dumps(results, indent=1))
-    print(f"{len(results)} detections on {i + 1 - len(skipped)} images -> {out/'detections.json'}, {out/'images'}")
-    if skipped: print(f"skipped {len(skipped)} unreadable images: {', '.join(skipped)}", file=sys.stderr)
-    return results
-
-def evaluate_model(model, data, fmt=None, voc=False, bs=16, images=None):
-    "The 12 COCO stats (and VOC mAP) of a saved model on a dataset."
-    learn = load_model(model)
-    recs = read_records(data, fmt, images)
-    vocab = list(learn.dls.vocab)
-    unknown = sorted({l for r in recs for l in r.labels} - set(vocab[1:]))
-    if unknown: raise CLIError(f"{data}: classes {unknown[:10]} are not among the model's {vocab[1:]}")
-    recs, _ = check_records(recs, vocab[1:])
-    dl = learn.dls.test_dl(recs, with_labels=True, bs=bs)
-    stats = evaluate(learn, dl, voc=voc)
-    print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
-    if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {stats['VOC07_mAP']:.3f}, all-point {stats['VOC_mAP']:.3f}")
-    return stats
-
-# %% ../nbs/40_cli.ipynb #c014
-@call_parse(pos=['data'])
+# %% ../nbs/40_cli.ipynb #c006
 def fastdet_train(
     data:str=None, # COCO json, VOC folder, YOLO yaml/folder or CSV (default: the built-in shapes dataset)
-    format:str=None, # Data format (coco, voc, yolo, csv); recognised from DATA when not given
-    arch:str=SHAPES_RECIPE['arch'], # Architecture: an SSD name (ssdlite_mobilenetv2, ssd300_vgg16, ...) or an effdet name
-    size:int=SHAPES_RECIPE['size'], # Input size
-    bs:int=SHAPES_RECIPE['bs'], # Batch size
-    epochs:int=SHAPES_RECIPE['epochs'], # Epochs
-    lr:float=SHAPES_RECIPE['lr'], # Learning rate (one-cycle maximum)
-    lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
-    pretrained:store_true=False, # Start from pretrained backbone weights (downloaded once by timm/torchvision)
+    valid:str=None, # A second dataset as the validation set (any format; its classes must be among DATA's); else DATA's own split or a random 20%
+    format:str=None, # Data format of DATA (coco, voc, yolo, csv); recognised from DATA when not given
+    images:str=None, # Folder of DATA's images, when the annotations' reader can't find them (COCO json, VOC, CSV)
+    valid_images:str=None, # Folder of VALID's images, likewise
+    arch:str=None, # Architecture: an SSD name (ssdlite_mobilenetv2, ssd300_vgg16, ...) or an effdet name (default: ssdlite_mobilenetv2)
     weights:str=None, # Start from a pretrained detector: 'coco' (torchvision's, for ssd300_vgg16 / ssdlite320_mobilenet_v3_large) or a checkpoint file
-    images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
+    pretrained:store_true=False, # Start from pretrained backbone weights (downloaded once by timm/torchvision)
+    size:int=None, # Input size (default: 160)
+    bs:int=None, # Batch size (default: 16)
+    epochs:int=None, # Epochs (default: 5)
+    lr:float=None, # Learning rate, the one-cycle maximum (default: 1e-2)
+    lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
+    validate:str=None, # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
+    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+    workers:int=None, # Data loading processes (default: fastai's, one per core)
+    out:str=None, # Run folder (default: runs/train, runs/train2, ...)
+    resume:store_true=False, # Continue the interrupted run in --out (default: the latest) from its last finished epoch, with its own arguments
     pickle:store_true=False, # Also write model.pkl (fastai's `export`: loading it unpickles, i.e. runs code)
-    resume:store_true=False, # Continue the interrupted run in --out from its last finished epoch (its own arguments)
-    n:int=SHAPES_RECIPE['n'], # Images of the built-in dataset
-    seed:int=0, # Seed of the split (and of the built-in dataset)
-    out:str='fastdet_out', # Folder for model.pth, predictions.png, stats.json (and the training state)
-    every_epoch:store_true=False, # Validate after every epoch (default: only after the last, to save time)
+    verbose:store_true=False, # List the files behind each repair of the data check
+    n:int=None, # Images of the built-in dataset (default: 1200)
+    seed:int=0, # Seed of the random split (and of the built-in dataset)
 ):
-    "Train a detector and print the 12 COCO statistics of its validation set."
-    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, every_epoch=every_epoch, weights=weights,
-          images=images, pickle=pickle, resume=resume)
+    "Train a detector and print the COCO statistics of its validation set"
+    from .commands import train
+    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, validate=validate, weights=weights, images=images,
+          valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose)
 
-@call_parse(pos=['model'])
 def fastdet_predict(
     model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
     *images:str, # Image files or folders
-    out:str='fastdet_predictions', # Output folder
     score_thresh:float=0.3, # Detections kept from this score on
+    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+    out:str=None, # Output folder (default: runs/predict, runs/predict2, ...)
 ):
-    "Detect objects in images: COCO-results JSON and annotated images."
-    if not images: raise CLIError("give at least one image file or folder after MODEL")
-    predict(model, images, out, score_thresh)
+    "Detect objects in images: COCO-results JSON and annotated images"
+    from .commands import predict
+    predict(model, images, out, score_thresh, device=device)
 
-@call_parse(pos=['model', 'data'])
 def fastdet_eval(
     model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
     data:str, # COCO json, VOC folder, YOLO yaml/folder or CSV
     format:str=None, # Data format, recognised when not given
-    voc:store_true=False, # Also Pascal VOC mAP@0.5 (11-point and all-point)
     images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
+    voc:store_true=False, # Also Pascal VOC mAP@0.5 (11-point and all-point)
+    bs:int=16, # Batch size
+    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+    workers:int=None, # Data loading processes (default: fastai's, one per core)
+    out:str=None, # Output folder (default: runs/eval, runs/eval2, ...)
 ):
-    "The 12 COCO statistics of a saved model on a dataset."
-    evaluate_model(model, data, format, voc, images=images)
+    "The COCO statistics (and VOC mAP) of a saved model on a dataset"
+    from .commands import evaluate_model
+    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers)
 
-_COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']))
+# %% ../nbs/40_cli.ipynb #c008
+COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']))
 
-def main(argv=None):
-    "Entry point of the `fastdet` console script."
+def usage()->str:
+    "What `fastdet` and `fastdet --help` print: the commands, one line each."
+    cmds = '\n'.join(f"  {name:<9}{f.__doc__}" for name, (f, _) in COMMANDS.items())
+    return (f"usage: fastdet COMMAND [ARGS] [OPTIONS]\n\nSingle-shot object detection with fastai (fastdet {fastdet.__version__}).\n\n"
+            f"commands:\n{cmds}\n\noptions:\n  -h, --help     this list; `fastdet COMMAND --help` gives a command's options\n"
+            f"  -V, --version  fastdet's version\n\nDocs: https://fastdet.github.io/fastdet/cli.html")
+
+def parser(cmd:str):
+    "The `argparse` parser of `fastdet cmd`, from its function's signature and comments."
+    f, pos = COMMANDS[cmd]
+    p = anno_parser(f, prog=f'fastdet {cmd}', pos=pos)
+    p.description = f"{f.__doc__}."
+    p.epilog = "other commands: " + ', '.join(c for c in COMMANDS if c != cmd) + "; `fastdet --help` lists them."
+    return p
+
+def main(argv=None)->int:
+    "Entry point of the `fastdet` console script: parse, then run the command (importing torch only then)."
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in _COMMANDS:
-        print("usage: fastdet {train,predict,eval} ...   (fastdet COMMAND --help for its options)", file=sys.stderr)
-        return 2 if argv and argv[0] not in ('-h', '--help') else 0
+    if not argv or argv[0] in ('-h', '--help'): print(usage()); return 0
+    if argv[0] in ('-V', '--version'): print(f"fastdet {fastdet.__version__}"); return 0
+    if argv[0] not in COMMANDS:
+        print(f"{usage()}\n\nfastdet: error: unknown command {argv[0]!r}", file=sys.stderr); return 2
     cmd, rest = argv[0], argv[1:]
-    f, pos = _COMMANDS[cmd]
+    f, pos = COMMANDS[cmd]
     try:
-        args = vars(anno_parser(f, prog=f'fastdet {cmd}', pos=pos).parse_args(rest))
+        args = vars(parser(cmd).parse_args(rest))
         for k in ('pdb', 'xtra'): args.pop(k, None)  # options fastcore's parser adds
         var = [k for k, p in inspect.signature(f).parameters.items() if p.kind is p.VAR_POSITIONAL]
         f(*[args.pop(k) for k in pos], *(args.pop(var[0]) if var else ()), **args)

@@ -297,11 +297,19 @@ def make_learner(
     if arch in efficientdet_archs(): return efficientdet_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
     return ssd_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
 
+class _Skipped(float):
+    "NaN in `recorder.values` and the CSV log, `-` in the printed table: a value not measured."
+    def __new__(cls): return super().__new__(cls, 'nan')
+    def __format__(self, spec): return '-'
+
 class ValidateLastEpoch(Callback):
-    "Skip fastai's validation except after the last epoch (the metrics of the finished model)."
+    "Skip fastai's validation except after the last epoch; skipped epochs show `-` under the loss and metrics (NaN in `recorder.values`), so the columns stay aligned."
     order = 0
     def before_validate(self):
         if self.epoch < self.n_epoch - 1: raise CancelValidException()
+    def after_cancel_validate(self):  # fastai's recorder logs nothing then, and the time would shift under `valid_loss`
+        rec = getattr(self.learn, 'recorder', None)
+        if rec is not None and rec.valid_metrics: rec.log += [_Skipped() for _ in range(1 + len(self.learn.metrics))]
 
 # %% ../nbs/20_learner.ipynb #b002
 from fastcore.basics import patch

@@ -24,11 +24,12 @@ BIN = Path(sys.executable).parent
 _DIRECTIVE = re.compile(r'^\s*#\|\s*(.*)$')
 
 def _front_matter(cell):
-    "Title, description and output file from nbdev's raw front-matter cell."
-    src = ''.join(cell['source'])
-    meta = dict(re.findall(r'^(\w[\w-]*):\s*(.*)$', src, re.M))
-    desc = re.sub(r'\s+', ' ', re.search(r'^description:\s*(.*?)(?=^\w[\w-]*:|\Z|^---)', src, re.M | re.S).group(1)).strip() if 'description' in meta else ''
-    return meta.get('title', '').strip().strip("'\""), desc, meta.get('output-file', '').strip()
+    "Title, description and output file from nbdev's raw front-matter cell (YAML: quoted strings unquoted, as Quarto reads them)."
+    import yaml
+    m = re.match(r'^\s*---\s*\n(.*?)\n---', ''.join(cell['source']), re.S)
+    meta = yaml.safe_load(m.group(1)) if m else {}
+    meta = {k: re.sub(r'\s+', ' ', str(v)).strip() for k, v in (meta or {}).items() if v is not None}
+    return meta.get('title', ''), meta.get('description', ''), meta.get('output-file', '')
 
 def _clean_md(s, prefix):
     s = re.sub(r'\{target="_blank"[^}]*\}', '', s)  # Quarto link attributes
@@ -67,6 +68,19 @@ def _plain(nb_path, out_dir):
     (out_dir/name).write_text(json.dumps(nb))
     return name, title or Path(nb_path).stem
 
+EXTRA_CSS = """.jupyter-wrapper .jp-InputPrompt, .jupyter-wrapper .jp-OutputPrompt { display: none !important; }  /* no In[ ]/Out[ ] labels */
+/* long commands in prose wrap; code and outputs scroll sideways where they must keep their columns, with a visible bar */
+.jp-RenderedMarkdown pre, .jp-RenderedMarkdown pre code { white-space: pre-wrap; overflow-wrap: anywhere; }
+.jp-Cell pre, .highlight pre { overflow-x: auto; }
+"""
+
+def _relative_links(site:Path):
+    "Make the absolute links mkdocs writes into 404.html relative, so the site works opened from disk (no site_url)."
+    for page in site.glob('*.html'):
+        html = page.read_text()
+        fixed = re.sub(r'((?:href|src|action)=")/(?!/)', r'\1', html)
+        if fixed != html: page.write_text(fixed)
+
 def build(out=ROOT/'docs', execute=True, slow=False):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -85,7 +99,7 @@ def build(out=ROOT/'docs', execute=True, slow=False):
                            cwd=tmp, capture_output=True, text=True)
         if r.returncode: raise RuntimeError(f'nbdev processing failed:\n{r.stderr[-4000:]}')
         src = tmp/'site_src'; src.mkdir()
-        (src/'extra.css').write_text('.jp-InputPrompt, .jp-OutputPrompt { display: none; }\n')  # no In[ ]/Out[ ] labels
+        (src/'extra.css').write_text(EXTRA_CSS)
         pages = [_plain(p, src) for p in sorted((tmp/'_proc').rglob('*.ipynb'))]
         api = [(t, n) for n, t in pages if n != 'index.ipynb' and not n.startswith('tutorial')]
         tuts = [(t, n) for n, t in pages if n.startswith('tutorial')]
@@ -101,6 +115,7 @@ def build(out=ROOT/'docs', execute=True, slow=False):
         if Path(out).exists(): shutil.rmtree(out)
         r = subprocess.run([str(BIN/'mkdocs'), 'build', '-q', '-f', str(tmp/'mkdocs.yml')], capture_output=True, text=True)
         if r.returncode: raise RuntimeError(f'mkdocs failed:\n{r.stderr[-4000:]}')
+        _relative_links(Path(out))
     return Path(out)
 
 if __name__ == '__main__':

@@ -18,7 +18,12 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_png_stats(trained):
     d, r = trained
-    for f in ('model.pth', 'model.pkl', 'predictions.png', 'stats.json'): assert (d/'out'/f).stat().st_size > 0, f
+    for f in ('model.pth', 'model.pkl', 'predictions.png', 'stats.json', 'results.csv', 'per_class.csv', 'pr_curve.png', 'confusion_matrix.png',
+              'losses.png', 'metrics.png', 'top_losses.png', 'errors.png'): assert (d/'out'/f).stat().st_size > 0, f
+    import pandas as pd
+    log = pd.read_csv(d/'out'/'results.csv')  # fastai's CSVLogger: one row per epoch
+    assert list(log.columns) == ['epoch', 'train_loss', 'valid_loss', 'AP', 'AP50', 'time'] and len(log) == 1 and log.AP[0] == pytest.approx(json.loads((d/"out"/"stats.json").read_text())["AP"], abs=1e-6)
+    assert set(pd.read_csv(d/'out'/'per_class.csv').name) == {'circle', 'cross', 'square', 'triangle'}
     stats = json.loads((d/'out'/'stats.json').read_text())
     assert list(stats) == ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
     assert all(0 <= v <= 1 or v == -1 for v in stats.values())  # -1: undefined, as pycocotools gives it
@@ -134,7 +139,7 @@ def test_interrupt_saves_and_resume_finishes(tmp_path):
     assert json.loads((out/'progress.json').read_text())['epoch'] == 6
 
 def test_every_epoch_keeps_the_best_model(tmp_path):
-    r = _run('train', '--n', 40, '--size', 64, '--epochs', 2, '--bs', 8, '--every-epoch', '--out', tmp_path/'o', cwd=tmp_path)
+    r = _run('train', '--n', 40, '--size', 64, '--epochs', 2, '--bs', 8, '--validate', 'every', '--out', tmp_path/'o', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     from fastdet.learner import load_detector
     assert (tmp_path/'o'/'best.pth').is_file() and (tmp_path/'o'/'models'/'last.pth').is_file()
@@ -152,3 +157,88 @@ def test_predict_skips_a_too_large_image_and_keeps_going(trained, tmp_path, monk
     assert 'big.png: too large to open safely' in capsys.readouterr().err
     dets = json.loads((tmp_path/'pred'/'detections.json').read_text())
     assert dets and {x['file_name'] for x in dets} == {str(tmp_path/'ok.png')}
+
+def test_help_lists_the_commands_without_importing_torch(tmp_path):
+    "14.4: `fastdet`, `--help`, `COMMAND --help` and `--version` answer from the parser alone (torch is imported after parsing)."
+    for args in ((), ('--help',)):
+        r = _run(*args, cwd=tmp_path)
+        assert r.returncode == 0 and [l.split()[0] for l in r.stdout.splitlines() if l.startswith('  ') and not l.strip().startswith('-')] == \
+            ['train', 'predict', 'eval'], r.stdout
+    r = _run('train', '--help', cwd=tmp_path)
+    assert r.returncode == 0 and 'Train a detector' in r.stdout and '--valid' in r.stdout and '--device' in r.stdout and '--workers' in r.stdout
+    import fastdet
+    assert _run('--version', cwd=tmp_path).stdout.strip() == f'fastdet {fastdet.__version__}'
+    code = "import sys; from fastdet.cli import main, parser; parser('train').parse_args([]); print(sorted(m for m in ('torch', 'fastai', 'effdet') if m in sys.modules))"
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True).stdout.strip() == '[]'
+
+def test_device_is_checked_before_any_work(tmp_path):
+    import torch
+    r = _run('train', '--device', 'gpu0', '--n', 40, cwd=tmp_path)
+    assert r.returncode == 1 and 'not a device name' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if not torch.cuda.is_available():
+        r = _run('eval', 'model.pth', 'x.json', '--device', 'cuda', cwd=tmp_path)
+        assert r.returncode == 1 and 'no CUDA device here' in r.stderr, r.stderr
+    assert not (tmp_path/'runs').exists()
+
+def test_runs_are_numbered_and_named_last(trained, tmp_path):
+    "14.5: without --out, each run gets the next folder of runs/; the last line names it."
+    d, _ = trained
+    from fastdet.data.shapes import make_shapes
+    img = make_shapes(n=80, size=256, seed=0)[0].file
+    for i, name in enumerate(('predict', 'predict2')):
+        r = _run('predict', d/'out'/'model.pth', img, '--device', 'cpu', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip().splitlines()[-1].startswith(f'results in {Path("runs")/name}') and (tmp_path/'runs'/name/'detections.json').is_file()
+    ann = tmp_path/'elsewhere.json'  # a COCO json away from its images: --images finds them (14.2)
+    ann.write_text((img.parent.parent/'annotations.json').read_text())
+    r = _run('eval', d/'out'/'model.pth', ann, cwd=tmp_path)
+    assert r.returncode == 1 and '--images DIR' in r.stderr, r.stderr
+    r = _run('eval', d/'out'/'model.pth', ann, '--images', img.parent, '--workers', 0, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith(f'results in {Path("runs")/"eval"}: stats.json, per_class.csv'), r.stdout[-500:]
+    assert (tmp_path/'runs'/'eval'/'confusion_matrix.png').stat().st_size > 0
+    assert json.loads((tmp_path/'runs'/'eval'/'stats.json').read_text())['AP'] >= 0
+
+def _table(stdout):
+    "Rows of fastai's training table: the lines that start with an epoch number."
+    import re
+    return [l.split() for l in re.sub(r'\S*Epoch \d+/\d+ :[^\n]*?(?=\d+ {5,}|$)', '', stdout).splitlines() if re.match(r'^\d+ ', l)]
+
+def test_valid_set_summary_and_aligned_columns(tmp_path):
+    "14.1-14.3: --valid gives the validation set; the data check says what it repaired; skipped validations print '-'."
+    from fastdet.data.shapes import make_shapes
+    tr, va = make_shapes(n=48, size=96, seed=1, path=tmp_path/'tr'), make_shapes(n=17, size=96, seed=2, path=tmp_path/'va')
+    r = _run('train', tmp_path/'tr'/'annotations.json', '--valid', tmp_path/'va'/'annotations.json', '--size', 64, '--bs', 8, '--epochs', 2,
+             '--validate', 'last', '--workers', 0, '--out', tmp_path/'o', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"48 training / 17 validation images, validation: {tmp_path/'va'/'annotations.json'} (coco)" in r.stdout, r.stdout[:2000]
+    assert 'data check: 65 images' in r.stdout and 'validation: after the last epoch' in r.stdout
+    rows = _table(r.stdout)
+    assert [len(x) for x in rows] == [6, 6] and rows[0][2:5] == ['-', '-', '-'] and rows[1][2] != '-', rows
+    import pandas as pd
+    log = pd.read_csv(tmp_path/'o'/'results.csv')  # the skipped validation is NaN there
+    assert len(log) == 2 and log.valid_loss.isna().tolist() == [True, False] and log.AP.isna().tolist() == [True, False]
+    # a validation set with a class the training set lacks: one line naming it
+    ann = json.loads((tmp_path/'va'/'annotations.json').read_text()); ann['categories'][0]['name'] = 'hexagon'
+    (tmp_path/'va'/'odd.json').write_text(json.dumps(ann))
+    r = _run('train', tmp_path/'tr'/'annotations.json', '--valid', tmp_path/'va'/'odd.json', '--images', tmp_path/'tr'/'images',
+             '--valid-images', tmp_path/'va'/'images', cwd=tmp_path)
+    assert r.returncode == 1 and "odd.json: classes ['hexagon'] are not among the training set's" in r.stderr, r.stderr
+
+def test_the_data_check_is_summarised(tmp_path):
+    "14.3 through the command: a PNG named .jpg, an xml of size 0 and a clipped box are each counted; --verbose names the files."
+    from PIL import Image
+    (tmp_path/'v').mkdir()
+    for i in range(8):
+        im = Image.new('RGB', (64, 48), (40 * i, 90, 200))
+        im.save(tmp_path/'v'/f'{i}.jpg', format='PNG' if i == 0 else 'JPEG')
+        w, h = (0, 0) if i == 1 else (64, 48)
+        x2 = 70 if i == 2 else 40
+        (tmp_path/'v'/f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename><size><width>{w}</width><height>{h}</height></size>"
+                                            f"<object><name>dot</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>{x2}</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    r = _run('train', tmp_path/'v', '--size', 64, '--bs', 2, '--epochs', 1, '--workers', 0, '--verbose', '--out', tmp_path/'o', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"data: {tmp_path/'v'} (voc): 7 training / 1 validation images" in r.stdout, r.stdout[:1500]
+    for line in ('data check: 8 images, 8 boxes', '1 images whose extension names another format: read by their content:',
+                 '1 images without a size (or size 0) in their annotation: size read from the image:', '1 boxes clipped to their image (1 images):',
+                 f"    {tmp_path/'v'/'0.jpg'}: PNG", f"    {tmp_path/'v'/'1.jpg'}", f"    {tmp_path/'v'/'2.jpg'}"):
+        assert any(l.strip().startswith(line.strip()) for l in r.stdout.splitlines()), (line, r.stdout[:1500])

@@ -1,5 +1,5 @@
 "The documentation site builds offline from the notebooks and renders in headless Chromium without console errors."
-import functools, http.server, os, shutil, socketserver, subprocess, sys, tempfile, threading
+import functools, http.server, os, re, shutil, socketserver, subprocess, sys, tempfile, threading
 from pathlib import Path
 import pytest
 
@@ -68,3 +68,43 @@ def test_site_pages(site, server, browser):
     # navigation: the home page links to every API page and tutorial
     links = {a.get_attribute('href').rsplit('/', 1)[-1].split('#')[0] for a in browser.find_elements('css selector', 'nav a[href]')}
     assert {'boxes.html', 'learner.html', *tutorials} <= links, links
+
+def _links(html:str)->list:
+    return re.findall(r'(?:href|src)="([^"]*)"', html)
+
+def site_problems(site:Path)->dict:
+    "Per page: stderr output blocks (warnings shown to readers), absolute links (break when opened from disk), links to missing files."
+    out = {}
+    for page in sorted(site.rglob('*.html')):
+        html, bad = page.read_text(), []
+        n_err = len(re.findall(r'<div[^>]*data-mime-type="application/vnd\.jupyter\.stderr"', html))  # (the CSS names it too)
+        if n_err: bad.append(f"{n_err} stderr output blocks")
+        for link in _links(html):
+            if link.startswith(('http://', 'https://', 'mailto:', 'data:', '#', 'javascript:')) or not link: continue
+            if link.startswith('/'): bad.append(f'absolute link {link}'); continue
+            target = (page.parent/link.split('#')[0].split('?')[0]).resolve()
+            if link.split('#')[0] and not target.exists(): bad.append(f'broken link {link}')
+        if bad: out[str(page.relative_to(site))] = bad
+    return out
+
+def test_the_check_finds_what_it_looks_for(tmp_path):
+    (tmp_path/'a.html').write_text('<a href="/index.html">x</a><a href="b.html#y">y</a><img src="missing.png">'
+                                   '<div data-mime-type="application/vnd.jupyter.stderr">warn</div>')
+    (tmp_path/'b.html').write_text('<a href="a.html">a</a><a href="https://example.org/x">e</a>')
+    assert site_problems(tmp_path) == {'a.html': ['1 stderr output blocks', 'absolute link /index.html', 'broken link missing.png']}
+
+def test_no_warnings_and_no_broken_links(site):
+    "14.6: no stderr block (warnings) in any rendered output; every link relative and to a file of the site, 404.html included."
+    assert (site/'404.html').is_file()
+    assert site_problems(site) == {}
+
+def test_subtitles_unquoted_and_code_visible(site, server, browser):
+    "14.6: front-matter subtitles without literal quotes; long commands wrap or scroll, never cut off."
+    text = _open(browser, f'{server}/learner.html')
+    first = [l for l in text.splitlines() if 'DetLearner' in l][0]
+    assert not first.startswith(("'", '"')) and "''" not in text, first
+    for page in ('index.html', 'cli.html'):
+        _open(browser, f'{server}/{page}')
+        hidden = browser.execute_script("""return [...document.querySelectorAll('pre')].filter(p => p.scrollWidth > p.clientWidth + 1
+            && !['auto', 'scroll'].includes(getComputedStyle(p).overflowX)).map(p => p.textContent.slice(0, 60));""")
+        assert hidden == [], (page, hidden)

@@ -1,6 +1,7 @@
 """Issue 2 point 5, item by item, with real files made in each test: a correct result, or an error naming the file
 raised when the DataLoaders are built."""
 import json, warnings
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
@@ -166,7 +167,7 @@ def test_degenerate_boxes_dropped_counted_warned(tmp_path):
     d = _voc(tmp_path, {'a.jpg': _rgb(), 'b.jpg': _rgb()},
              objects={'a.jpg': [('cat', 5, 5, 5, 20), ('cat', 10, 10, 4, 20), ('cat', 50, 5, 60, 20), ('dog', 1, 1, 30, 20)],
                       'b.jpg': [('cat', 1, 1, 9, 9)]})
-    with pytest.warns(UserWarning, match='dropped 3 boxes'):
+    with pytest.warns(UserWarning, match='3 boxes dropped'):
         dls = DetDataLoaders.from_voc(d, **KW)
     assert sum(dls.report.dropped.values()) == 3 and dls.report.boxes == 2
     assert 'a.jpg' in str(dls.report)
@@ -252,7 +253,7 @@ def test_coco_crowd_and_degenerate(tmp_path):
     c['annotations'] += [dict(id=2, image_id=1, category_id=2, bbox=[0, 0, 40, 30], iscrowd=1),
                          dict(id=3, image_id=2, category_id=2, bbox=[5, 5, 0, 10], iscrowd=0)]
     (tmp_path/'ann.json').write_text(json.dumps(c))
-    with pytest.warns(UserWarning, match='dropped 1 boxes'):
+    with pytest.warns(UserWarning, match='1 boxes dropped'):
         dls = DetDataLoaders.from_coco(tmp_path/'ann.json', **KW)
     recs = sorted([*dls.train.items, *dls.valid.items], key=lambda r: r.image_id)
     assert recs[0].labels == ['cat'] and recs[0].crowd.tolist() == [[0, 0, 40, 30]] and recs[1].is_negative
@@ -397,3 +398,25 @@ def test_header_reads_close_their_files(tmp_path):
         warnings.simplefilter('error', ResourceWarning)
         for _ in range(3): image_hw(tmp_path/'a.png')
         gc.collect()
+
+def test_the_report_names_each_repair(tmp_path):
+    "14.3: a PNG named .jpg, an xml of size 0, an xml of a wrong size, a clipped box, a degenerate box, a negative: each counted and named."
+    png = _rgb(); png._fmt = 'PNG'
+    d = _voc(tmp_path, {'lied.jpg': png, 'zero.jpg': _rgb(), 'wrong.jpg': _rgb(), 'clip.jpg': _rgb(), 'flat.jpg': _rgb(), 'none.jpg': _rgb()},
+             objects={'clip.jpg': [('cat', 2, 3, 55, 25)], 'flat.jpg': [('cat', 2, 3, 20, 25), ('cat', 5, 5, 5, 9)], 'none.jpg': []})
+    _voc_xml(d/'annotations'/'zero.xml', 'zero.jpg', [('cat', 2, 3, 20, 25)], w=0, h=0)
+    _voc_xml(d/'annotations'/'wrong.xml', 'wrong.jpg', [('cat', 2, 3, 20, 25)], w=33, h=44)
+    with pytest.warns(UserWarning):
+        dls = DetDataLoaders.from_voc(d, **KW)
+    rep = dls.report
+    assert (rep.images, rep.boxes, rep.negatives) == (6, 5, 1)
+    assert [f.split(':')[0].rsplit('/', 1)[-1] for f in rep.ext_lied] == ['lied.jpg'] and rep.ext_lied[0].endswith('PNG')
+    assert [Path(f).name for f in rep.no_size] == ['zero.jpg'] and len(rep.mismatched) == 1 and 'wrong.jpg' in rep.mismatched[0]
+    assert rep.clipped == 1 and [Path(f).name for f in rep.clipped_files] == ['clip.jpg']
+    assert sum(rep.dropped.values()) == 1
+    short, full = rep.summary(), rep.summary(verbose=True)
+    assert short.splitlines()[0] == '6 images, 5 boxes; 1 images without objects kept as negatives'
+    for what in ('1 images whose extension names another format', '1 images without a size (or size 0)',
+                 '1 images whose annotation declared another size', '1 boxes clipped to their image (1 images)', '1 boxes dropped'):
+        assert sum(what in l for l in short.splitlines()) == 1, (what, short)
+    assert len(short.splitlines()) == 6 and str(d/'images'/'flat.jpg') in full

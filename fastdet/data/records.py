@@ -20,7 +20,8 @@ from fastai.vision.core import PILImage
 from fastai.torch_core import defaults
 
 # %% auto #0
-__all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'DetImage', 'CheckReport', 'check_records']
+__all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'extension_lies', 'DetImage', 'CheckReport',
+           'check_records']
 
 # %% ../../nbs/01_data.records.ipynb #c005
 @dataclass
@@ -75,7 +76,7 @@ def _to_rgb(im:Image.Image)->Image.Image:
 
 def open_image(
     fn, # Image file
-    check_only:bool=False, # Only read the header (size and orientation), don't decode the pixels
+    check_only:bool=False, # Only read the header: return `((height, width), PIL format name)`, don't decode the pixels
     quick:bool=False, # Decode JPEGs at 1/8 scale (PIL's `draft`): the whole file is still read, for integrity checks
 ):
     "Open `fn` as an RGB `PIL.Image` with EXIF orientation applied; `ImageError` naming the file if it can't be read."
@@ -86,7 +87,7 @@ def open_image(
             if check_only:
                 w, h = im.size
                 if im.getexif().get(0x0112, 1) in (5, 6, 7, 8): w, h = h, w
-                return h, w
+                return (h, w), im.format
             if quick: im.draft(None, (1, 1))
             im.load()
             if im.getexif().get(0x0112, 1) != 1: im = ImageOps.exif_transpose(im)  # else no copy: this runs per item
@@ -99,7 +100,14 @@ def open_image(
 
 def image_hw(fn)->tuple:
     "`(height, width)` of image `fn` as displayed (EXIF orientation applied), reading only its header."
-    return open_image(fn, check_only=True)
+    return open_image(fn, check_only=True)[0]
+
+_FORMAT_EXTS = {'JPEG': ('.jpg', '.jpeg', '.jpe', '.jfif'), 'MPO': ('.jpg', '.jpeg'), 'PNG': ('.png',), 'BMP': ('.bmp',),
+                'GIF': ('.gif',), 'TIFF': ('.tif', '.tiff'), 'WEBP': ('.webp',)}
+
+def extension_lies(fn, fmt:str)->bool:
+    "Whether the extension of `fn` names another format than `fmt`, the one PIL found in its content (read by content anyway)."
+    return Path(fn).suffix.lower() not in _FORMAT_EXTS.get(fmt, (Path(fn).suffix.lower(),))
 
 # %% ../../nbs/01_data.records.ipynb #c010
 def _uint8_hwc(a:np.ndarray, what:str)->np.ndarray:
@@ -133,29 +141,48 @@ class DetImage(PILImage):
 # %% ../../nbs/01_data.records.ipynb #c012
 @dataclass
 class CheckReport:
-    "What `check_records` changed: counts by reason, and example files."
+    "What `check_records` found and repaired: counts, and the files of each kind of repair."
     images:int=0 # Images kept
     boxes:int=0 # Boxes kept
     negatives:int=0 # Images kept without any box
     clipped:int=0 # Boxes clipped to the image
     rescaled:list=field(default_factory=list) # Files whose annotations declared a scale of the image's size and overflow it: boxes rescaled
     mismatched:list=field(default_factory=list) # Files whose annotations declared another size, not a scale: boxes kept
+    no_size:list=field(default_factory=list) # Files whose annotations gave no size (or 0): the image's used
+    ext_lied:list=field(default_factory=list) # Files whose extension names another format than their content's: read by content
+    clipped_files:list=field(default_factory=list) # Files with boxes clipped
     dropped:Counter=field(default_factory=Counter) # Boxes dropped, by reason
-    examples:dict=field(default_factory=dict) # reason -> first file it happened in
+    dropped_files:dict=field(default_factory=dict) # reason -> files it happened in
 
     def add(self, reason, n, fn):
         if n:
             self.dropped[reason] += n
-            self.examples.setdefault(reason, fn)
+            self.dropped_files.setdefault(reason, []).append(fn)
 
-    def __str__(self):
-        s = f"{self.images} images ({self.negatives} without objects), {self.boxes} boxes"
-        if self.clipped: s += f"; {self.clipped} boxes clipped to their image"
-        for r, n in self.dropped.items(): s += f"; dropped {n} boxes: {r} (e.g. {self.examples[r]})"
-        for what, fs in (('rescaled: the annotations declared another size, a scale of the image', self.rescaled),
-                         ("kept as given: the annotations declared a size that is not the image's", self.mismatched)):
-            if fs: s += f"\n{len(fs)} images {what}:\n" + '\n'.join(f"  {f}" for f in fs[:10]) + (f"\n  ... and {len(fs) - 10} more" if len(fs) > 10 else '')
-        return s
+    @property
+    def examples(self)->dict: return {r: fs[0] for r, fs in self.dropped_files.items()}
+
+    def repairs(self)->list:
+        "`(what was done, files)` for each kind of repair that happened."
+        out = [(f"{len(self.ext_lied)} images whose extension names another format: read by their content", self.ext_lied),
+               (f"{len(self.no_size)} images without a size (or size 0) in their annotation: size read from the image", self.no_size),
+               (f"{len(self.mismatched)} images whose annotation declared another size: size read from the image, boxes kept", self.mismatched),
+               (f"{len(self.rescaled)} images annotated at a scale of their size: boxes rescaled to the image", self.rescaled),
+               (f"{self.clipped} boxes clipped to their image ({len(self.clipped_files)} images)", self.clipped_files)]
+        out += [(f"{n} boxes dropped: {r} ({len(self.dropped_files[r])} images)", self.dropped_files[r]) for r, n in self.dropped.items()]
+        return [(what, fs) for what, fs in out if fs]
+
+    def summary(self,
+        verbose:bool=False, # List every file of each repair (else the first)
+    )->str:
+        "What was read and what was repaired, one line each."
+        lines = [f"{self.images} images, {self.boxes} boxes" + (f"; {self.negatives} images without objects kept as negatives" if self.negatives else '')]
+        for what, fs in self.repairs():
+            if verbose: lines += [f"  {what}:"] + [f"    {f}" for f in fs]
+            else: lines.append(f"  {what} (e.g. {fs[0]})")
+        return '\n'.join(lines)
+
+    def __str__(self): return self.summary()
 
 # %% ../../nbs/01_data.records.ipynb #c013
 def _decode_error(fn):
@@ -165,9 +192,11 @@ def _decode_error(fn):
 
 def _check_one(r:DetRecord, vocab, report:CheckReport)->DetRecord:
     "The checked copy of `r`: its size from the image (not the annotation's declared size), boxes clipped."
-    hw = image_hw(r.file)
+    hw, fmt = open_image(r.file, check_only=True)
+    if extension_lies(r.file, fmt): report.ext_lied.append(f"{r.file}: {fmt}")
     b, labels, difficult, crowd = r.boxes, r.labels, r.difficult, r.crowd
-    if r.hw is not None and tuple(r.hw) != tuple(hw):
+    if r.hw is None or not all(r.hw): report.no_size.append(str(r.file))
+    elif tuple(r.hw) != tuple(hw):
         (h0, w0), (h, w) = r.hw, hw
         outside = len(b) and bool((b[:, 2].max() > w) | (b[:, 3].max() > h))
         if h0 and w0 and h / h0 == w / w0 and outside:  # drawn on a resized copy (they overflow this image): bring them here
@@ -179,8 +208,9 @@ def _check_one(r:DetRecord, vocab, report:CheckReport)->DetRecord:
         if not torch.isfinite(b).all(): raise ValueError(f"{r.file}: non-finite box coordinates {b[~torch.isfinite(b).all(1)].tolist()}")
         c = clip_boxes_to_image(b, hw)
         keep = (c[:, 2] > c[:, 0]) & (c[:, 3] > c[:, 1])
-        report.clipped += int(((c != b).any(1) & keep).sum())
-        report.add('zero or negative area (after clipping to the image)', int((~keep).sum()), r.file)
+        n_clipped = int(((c != b).any(1) & keep).sum())
+        if n_clipped: report.clipped += n_clipped; report.clipped_files.append(str(r.file))
+        report.add('zero or negative area (after clipping to the image)', int((~keep).sum()), str(r.file))
         b, labels, difficult = c[keep], [l for l, k in zip(labels, keep.tolist()) if k], difficult[keep]
     if vocab is not None:
         unknown = sorted(set(labels) - set(vocab))
