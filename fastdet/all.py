@@ -14,3 +14,4 @@ from .learner import *
 from .metrics import *
 from .interpret import *
 from .distrib import *
+from .deploy import *

@@ -33,7 +33,7 @@ from .losses.efficientdet import EffDetLoss
 # %% auto #0
 __all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'DetLearner', 'draw_boxes', 'add_normalize',
            'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner', 'efficientdet_learner',
-           'save_detector', 'load_detector', 'make_learner', 'ValidateLastEpoch']
+           'save_detector', 'load_detector', 'make_learner', 'ValidateLastEpoch', 'images_dl']
 
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
@@ -313,3 +313,58 @@ class ValidateLastEpoch(Callback):
     def after_cancel_validate(self):  # fastai's recorder logs nothing then, and the time would shift under `valid_loss`
         rec = getattr(self.learn, 'recorder', None)
         if rec is not None and rec.valid_metrics: rec.log += [_Skipped() for _ in range(1 + len(self.learn.metrics))]
+
+# %% ../nbs/20_learner.ipynb #b002
+from fastcore.basics import patch
+from fastai.data.load import SkipItemException
+from .data.records import ImageError
+
+# %% ../nbs/20_learner.ipynb #b003
+class _Images:
+    "The images of `items` by position, as `(image, position, (h, w))`, read as `DetImage.create` reads them; the validation transforms (`split_idx=1`)."
+    split_idx = 1
+    def __init__(self, items, skip:bool=False): self.items, self.skip = list(items), skip
+    def __len__(self): return len(self.items)
+    def __getitem__(self, i):
+        it = self.items[i]
+        try: img = DetImage.create(it.file if isinstance(it, DetRecord) else it)
+        except ImageError:
+            if self.skip: raise SkipItemException()  # fastai's DataLoader drops the item
+            raise
+        return img, torch.tensor(i), torch.tensor(img.shape)
+
+def images_dl(
+    dls, # The learner's `DataLoaders` (their validation item and batch transforms are used)
+    items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`
+    bs:int=16, # Batch size
+    num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
+    skip:bool=False, # Leave out unreadable files instead of raising `ImageError`
+):
+    "A test `DataLoader` over `items` giving batches `(images, positions in items, original sizes [B, 2])`."
+    return dls.valid.new(_Images(items, skip), bs=bs, num_workers=num_workers, shuffle=False, drop_last=False, before_batch=None)
+
+class _StreamDetections(Callback):
+    "In `get_preds`: take positions and sizes out of the targets (no loss), decode each batch, call `f(i, detections)` per image."
+    def __init__(self, rsz, vocab, f): self.rsz, self.vocab, self.f = rsz, vocab, f
+    def before_batch(self): self.pos, self.hw = self.yb; self.learn.yb = ()
+    def after_pred(self):
+        dec = to_cpu(self.loss_func.decodes(self.loss_func.activation(self.pred)))
+        for i, hw, (b, l, s) in zip(self.pos.tolist(), self.hw.tolist(), unpad(*dec)):
+            self.f(i, (detections_to_pixels(b, tuple(hw), self.rsz), [self.vocab[int(j)] for j in l], s))
+
+@patch
+def predict_batch(self:DetLearner,
+    items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`, as for `predict`
+    bs:int=16, # Batch size
+    num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
+    skip:bool=False, # An unreadable file gives `None` instead of raising `ImageError`
+    on_image=None, # Called as `on_image(i, detections)` as each image's detections are ready (to stream them)
+)->list:
+    "`predict` for many images, batched: per image `(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
+    dl = images_dl(self.dls, items, bs, num_workers, skip)
+    out = [None] * len(items)
+    def _keep(i, dets):
+        out[i] = dets
+        if on_image is not None: on_image(i, dets)
+    self.get_preds(dl=dl, reorder=False, with_preds=False, with_targs=False, cbs=[_StreamDetections(input_resize(dl), self.dls.vocab, _keep)])
+    return out
