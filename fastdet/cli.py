@@ -31,6 +31,7 @@ def fastdet_train(
     validate:str=None, # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
     workers:int=None, # Data loading processes (default: fastai's, one per core)
+    procs:int=1, # Train in N processes (fastai's DDP through Accelerate): one per GPU, or N sharing the CPU; --bs is per process
     out:str=None, # Run folder (default: runs/train, runs/train2, ...)
     resume:store_true=False, # Continue the interrupted run in --out (default: the latest) from its last finished epoch, with its own arguments
     pickle:store_true=False, # Also write model.pkl (fastai's `export`: loading it unpickles, i.e. runs code)
@@ -41,7 +42,7 @@ def fastdet_train(
     "Train a detector and print the COCO statistics of its validation set"
     from .commands import train
     train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, validate=validate, weights=weights, images=images,
-          valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose)
+          valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose, procs=procs)
 
 def fastdet_predict(
     model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
@@ -63,11 +64,12 @@ def fastdet_eval(
     bs:int=16, # Batch size
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
     workers:int=None, # Data loading processes (default: fastai's, one per core)
+    procs:int=1, # Evaluate in N processes (one per GPU, or N sharing the CPU): the same statistics as one
     out:str=None, # Output folder (default: runs/eval, runs/eval2, ...)
 ):
     "The COCO statistics (and VOC mAP) of a saved model on a dataset"
     from .commands import evaluate_model
-    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers)
+    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs)
 
 # %% ../nbs/40_cli.ipynb #c008
 COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']))

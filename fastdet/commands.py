@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import itertools, json, sys, time, warnings
+import contextlib, inspect, io, itertools, json, sys, time, warnings
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -23,6 +23,8 @@ from .data.core import DetDataLoaders
 from .learner import make_learner, draw_boxes, ValidateLastEpoch, save_detector, load_detector
 from .metrics import COCOMetric, coco_table, evaluate
 from .interpret import DetInterpretation, save_results
+from .distrib import launch, is_rank0, from_rank0, alone
+import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary',
@@ -148,7 +150,8 @@ class SaveProgress(Callback):
     order = 90  # after fastai's recorder
     def __init__(self, out, phase:str, best:bool=False): self.out, self.phase, self.best, self.best_ap = Path(out), phase, best, -1.
     def after_epoch(self):
-        self.learn.save('last', with_opt=True)
+        self.learn.save('last', with_opt=True)  # (fastai saves in rank 0 only)
+        if not is_rank0(): return
         (self.out/'progress.json').write_text(json.dumps(dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch)))
         ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
         if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
@@ -184,13 +187,34 @@ def _resumed(out, given:dict)->tuple:
     args = json.loads((out/'args.json').read_text())
     return out, {k: args.get(k, given[k]) for k in _TRAIN_ARGS}, json.loads((out/'progress.json').read_text())
 
+def _quiet_unless_rank0(): return contextlib.nullcontext() if is_rank0() else contextlib.redirect_stdout(io.StringIO())
+
+def _train_in_process(kw:dict)->dict:
+    "`train` in one process of a `--procs` run: its stats (a learner can't travel between processes)."
+    with _quiet_unless_rank0(): return train(**kw)[1]
+
+def _eval_in_process(kw:dict)->dict:
+    with _quiet_unless_rank0(): return evaluate_model(**kw)
+
+def _launch(fn, procs:int, kw:dict, device):
+    "`fn(kw)` in `procs` processes (`fastdet.distrib.launch`), checked first: accelerate installed, no `--device` (each process takes its own)."
+    if device is not None: raise CLIError(f"--device {device} with --procs {procs}: each process takes its own GPU (or the CPU); leave --device out")
+    try: import accelerate  # noqa: F401 (fastai's DDP runs on it)
+    except ImportError: raise CLIError('--procs needs Hugging Face Accelerate: pip install "fastdet[distrib]"') from None
+    try: return launch(fn, procs, kw)
+    except ValueError as e: raise CLIError(str(e)) from None
+
 def train(
     data=None, fmt:str=None, arch:str=None, size:int=None, bs:int=None, epochs:int=None, lr:float=None, lr_find:bool=False,
     pretrained:bool=False, n:int=None, seed:int=0, out=None, show:bool=True, validate:str=None, weights=None, images=None,
-    valid=None, valid_images=None, pickle:bool=False, resume:bool=False, device=None, workers:int=None, verbose:bool=False,
+    valid=None, valid_images=None, pickle:bool=False, resume:bool=False, device=None, workers:int=None, verbose:bool=False, procs:int=1,
 )->tuple:
     "Train a detector as `fastdet train` does (see its options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
     import matplotlib; matplotlib.use('Agg')
+    if procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
+        kw = {k: v for k, v in locals().items() if k in inspect.signature(train).parameters and k != 'procs'}
+        kw['out'] = str(_resumed(out, {k: None for k in _TRAIN_ARGS})[0] if resume else run_dir('train', out))
+        return None, _launch(_train_in_process, procs, kw, device)
     t0 = time.time()
     args = dict(data=data, fmt=fmt, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, lr_find=lr_find, pretrained=pretrained, n=n,
                 seed=seed, validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images)
@@ -203,8 +227,10 @@ def train(
     dev = pick_device(device)
     dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, workers, dev)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume: (out/'args.json').write_text(json.dumps(args, indent=1))
-    print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}, run folder {out}")
+    if not resume and is_rank0(): (out/'args.json').write_text(json.dumps(args, indent=1))
+    n_procs = dist.get_world_size() if dist.is_initialized() else 1
+    print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
+          f"{a.bs * n_procs} in all; lr as given)" if n_procs > 1 else '') + f", run folder {out}")
     print(data_summary(dls, info, verbose))
     every = validate_every_epoch(len(dls.train_ds), len(dls.valid_ds), a.validate)
     print(f"validation: {'after every epoch' if every else 'after the last epoch'}" +
@@ -218,20 +244,24 @@ def train(
         phase, done = progress['phase'], progress['epoch']
         if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
         print(f"resuming after epoch {done} ({phase})")
-    elif a.lr_find:
-        lr = learn.lr_find(show_plot=False).valley
+    elif a.lr_find:  # in rank 0 only (fastai's lr_find saves and reloads a temporary file), its suggestion to all
+        with alone(): suggestion = learn.lr_find(show_plot=False).valley if is_rank0() else None
+        lr = from_rank0(suggestion)
         print(f"lr_find suggests lr={lr:.2e}")
-    if not resume: (out/'results.csv').unlink(missing_ok=True)
-    cbs = [RunLog()] + ([] if every else [ValidateLastEpoch()])
-    try: _fit(learn, a.epochs, lr, fine_tune, cbs, out, phase, done, best=every)
+    if not resume and is_rank0(): (out/'results.csv').unlink(missing_ok=True)
+    cbs = ([RunLog()] if is_rank0() else []) + ([] if every else [ValidateLastEpoch()])
+    try:
+        with learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
+            _fit(learn, a.epochs, lr, fine_tune, cbs, out, phase, done, best=every)
     except KeyboardInterrupt:
-        save_detector(learn, out/'model.pth')
+        if is_rank0(): save_detector(learn, out/'model.pth')
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
               f"with: fastdet train --resume --out {out}", file=sys.stderr)
         raise
     # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
     stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
     print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
+    if not is_rank0(): return learn, stats  # the other processes of a --procs run: rank 0 writes
     save_detector(learn, out/'model.pth')
     written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else [])
     if pickle:
@@ -239,7 +269,7 @@ def train(
         learn.export(out.resolve()/'model.pkl'); written.append('model.pkl')
     (out/'stats.json').write_text(json.dumps(stats, indent=1)); written += ['stats.json', 'results.csv']
     if show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
-        with learn.no_bar(): written += [p.name for p in save_results(learn, out)]
+        with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out)]
     fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
     print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
     print(f"results in {out}: {', '.join(written)}")
@@ -328,8 +358,13 @@ def evaluate_model(
     out=None, # Output folder (default: the next `runs/eval*`)
     device=None, # See `pick_device`
     workers:int=None, # Data loading processes
+    procs:int=1, # Processes (one per GPU): the stats computed across them, exactly as in one
 )->dict:
     "The 12 COCO stats (and VOC mAP) of a saved model on a dataset; `stats.json` and `save_results`' plots in the run folder."
+    if procs > 1:
+        kw = {k: v for k, v in locals().items() if k in inspect.signature(evaluate_model).parameters and k != 'procs'}
+        kw['out'] = str(run_dir('eval', out))
+        return _launch(_eval_in_process, procs, kw, device)
     learn = load_model(model, device)
     recs, fmt = _read(data, fmt, images)
     vocab = list(learn.dls.vocab)
@@ -338,14 +373,19 @@ def evaluate_model(
     recs, report = check_records(recs, vocab[1:], verbose=False)
     print(f"data: {data} ({fmt}); data check: {report.summary()}")
     dl = learn.dls.test_dl(recs, with_labels=True, bs=bs, **({} if workers is None else dict(num_workers=workers)))
-    with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)  # one pass: the COCO stats and what the plots need
-    stats = {k: float(v) for k, v in interp.stats.items()}
-    if voc: stats.update({k: v for k, v in evaluate(learn, dl, voc=True).items() if k.startswith('VOC')})
+    if dist.is_initialized():  # N processes: the numbers from all of them (exact), the plots from rank 0 alone
+        stats = evaluate(learn, dl, voc=voc)
+        if not is_rank0(): return stats
+        with learn.no_bar(), alone(): interp = DetInterpretation.from_learner(learn, dl=dl)
+    else:
+        with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)  # one pass: the COCO stats and what the plots need
+        stats = {k: float(v) for k, v in interp.stats.items()}
+        if voc: stats.update({k: v for k, v in evaluate(learn, dl, voc=True).items() if k.startswith('VOC')})
     print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
     if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {stats['VOC07_mAP']:.3f}, all-point {stats['VOC_mAP']:.3f}")
     out = run_dir('eval', out); out.mkdir(parents=True, exist_ok=True)
     (out/'stats.json').write_text(json.dumps(stats, indent=1))
     import matplotlib; matplotlib.use('Agg')
-    with learn.no_bar(): written = ['stats.json'] + [p.name for p in save_results(learn, out, interp=interp)]
+    with learn.no_bar(), alone(): written = ['stats.json'] + [p.name for p in save_results(learn, out, interp=interp)]
     print(f"results in {out}: {', '.join(written)}")
     return stats

@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/distrib.html.md"""
 
 # %% ../nbs/34_distrib.ipynb #c001
 from __future__ import annotations
-import os, pickle, socket, tempfile
+import contextlib, os, pickle, socket, tempfile
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -15,7 +15,7 @@ import fastai.distributed
 from fastai.distributed import DistributedDL, DistributedTrainer
 
 # %% auto #0
-__all__ = ['cpu_run', 'is_rank0', 'rank0_print', 'from_rank0', 'launch']
+__all__ = ['cpu_run', 'is_rank0', 'rank0_print', 'alone', 'from_rank0', 'launch']
 
 # %% ../nbs/34_distrib.ipynb #c005
 def cpu_run()->bool:
@@ -68,6 +68,16 @@ def is_rank0()->bool:
 def rank0_print(*args, **kwargs):
     "`print` in rank 0 only."
     if is_rank0(): print(*args, **kwargs)
+
+@contextlib.contextmanager
+def alone():
+    "A pass in this process only (e.g. rank 0's plots, its `lr_find`) inside a process group: fastai gathers every loss and prediction from all processes whenever `WORLD_SIZE` > 1 (`to_detach` -> `maybe_gather`), which would wait forever for the processes not running it."
+    old = os.environ.get('WORLD_SIZE')
+    os.environ['WORLD_SIZE'] = '1'
+    try: yield
+    finally:
+        if old is None: os.environ.pop('WORLD_SIZE', None)
+        else: os.environ['WORLD_SIZE'] = old
 
 def from_rank0(obj):
     "`obj` as rank 0 has it, in every process of the group (e.g. `lr_find`'s suggestion); `obj` itself outside a group."

@@ -5,8 +5,8 @@ import pytest
 
 EXE = Path(sys.executable).parent/'fastdet'
 
-def _run(*args, cwd):
-    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+def _run(*args, cwd, **env):
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', **env}
     return subprocess.run([str(EXE), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=1500, env=env)
 
 @pytest.fixture(scope='module')
@@ -242,3 +242,28 @@ def test_the_data_check_is_summarised(tmp_path):
                  '1 images without a size (or size 0) in their annotation: size read from the image:', '1 boxes clipped to their image (1 images):',
                  f"    {tmp_path/'v'/'0.jpg'}: PNG", f"    {tmp_path/'v'/'1.jpg'}", f"    {tmp_path/'v'/'2.jpg'}"):
         assert any(l.strip().startswith(line.strip()) for l in r.stdout.splitlines()), (line, r.stdout[:1500])
+
+def test_eval_in_two_processes_prints_the_same_stats(trained, tmp_path):
+    "17.3/17.4: `fastdet eval --procs 2` on 15 images (one padding sample) prints the one-process table exactly, VOC mAP included."
+    d, _ = trained
+    from fastdet.data.shapes import make_shapes
+    make_shapes(n=15, size=256, seed=5, path=tmp_path/'odd')
+    args = ('eval', d/'out'/'model.pth', tmp_path/'odd'/'annotations.json', '--voc', '--bs', 1, '--workers', 0)
+    one = _run(*args, '--out', tmp_path/'e1', cwd=tmp_path, OMP_NUM_THREADS='1')  # one thread, as each of the two processes has
+    two = _run(*args, '--procs', 2, '--out', tmp_path/'e2', cwd=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    table = lambda out: [l for l in out.splitlines() if l.split()[:1] and l.split()[0] in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10',
+                                                                                           'AR100', 'ARs', 'ARm', 'ARl', 'VOC')]
+    assert len(table(one.stdout)) == 13 and table(one.stdout) == table(two.stdout), (one.stdout, two.stdout)
+    assert json.loads((tmp_path/'e1'/'stats.json').read_text()) == json.loads((tmp_path/'e2'/'stats.json').read_text())
+    assert two.stdout.count('results in') == 1 and (tmp_path/'e2'/'pr_curve.png').is_file()
+
+def test_train_in_two_processes(tmp_path):
+    "17.3: `fastdet train --procs 2` trains under DDP (gloo on the CPU), prints once, states the batch size in all, writes once."
+    r = _run('train', '--n', 40, '--size', 64, '--epochs', 1, '--bs', 8, '--workers', 0, '--procs', 2, '--out', tmp_path/'o', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'x 2 processes (batch size 8 per process, 16 in all; lr as given)' in r.stdout and r.stdout.count('results in') == 1, r.stdout[-3000:]
+    from fastdet.learner import load_detector
+    assert load_detector(tmp_path/'o'/'model.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
+    r = _run('train', '--procs', 2, '--device', 'cpu', cwd=tmp_path)
+    assert r.returncode == 1 and 'leave --device out' in r.stderr
