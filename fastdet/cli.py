@@ -11,7 +11,7 @@ from fastcore.script import anno_parser, store_true
 import fastdet
 
 # %% auto #0
-__all__ = ['COMMANDS', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'usage', 'parser', 'main']
+__all__ = ['COMMANDS', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_export', 'usage', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #c006
 def fastdet_train(
@@ -45,15 +45,18 @@ def fastdet_train(
           valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose, procs=procs)
 
 def fastdet_predict(
-    model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
+    model:str, # Model file of fastdet train (model.pth; a pickled model.pkl; or the model.onnx of fastdet export)
     *images:str, # Image files or folders
     score_thresh:float=0.3, # Detections kept from this score on
-    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+    save_images:store_true=False, # Also write each image with its detections drawn (images/)
+    bs:int=16, # Batch size
+    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available; an .onnx model runs on onnxruntime's CPU provider)
+    workers:int=None, # Processes reading the images (default: fastai's, one per core)
     out:str=None, # Output folder (default: runs/predict, runs/predict2, ...)
 ):
-    "Detect objects in images: COCO-results JSON and annotated images"
+    "Detect objects in image files and folders, in batches: COCO-results JSON (and annotated images)"
     from .commands import predict
-    predict(model, images, out, score_thresh, device=device)
+    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images)
 
 def fastdet_eval(
     model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
@@ -71,8 +74,20 @@ def fastdet_eval(
     from .commands import evaluate_model
     evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs)
 
+# %% ../nbs/40_cli.ipynb #c006b
+def fastdet_export(
+    model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
+    format:str='onnx', # Export format: onnx (decoding and NMS inside the graph; needs `pip install "fastdet[onnx]"`)
+    out:str=None, # The file to write (default: MODEL with the format's extension)
+    opset:int=17, # ONNX opset
+):
+    "Export a trained model for deployment (ONNX, run by onnxruntime)"
+    from .commands import export
+    export(model, format, out, opset)
+
 # %% ../nbs/40_cli.ipynb #c008
-COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']))
+COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']),
+                export=(fastdet_export, ['model']))
 
 def usage()->str:
     "What `fastdet` and `fastdet --help` print: the commands, one line each."

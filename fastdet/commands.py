@@ -16,19 +16,20 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
-from .boxes import convert_boxes
-from .data.records import ImageError, DetRecords, open_image, check_records
-from .data.readers import files_under, read_records, detect_format
-from .data.core import DetDataLoaders
-from .learner import make_learner, draw_boxes, ValidateLastEpoch, save_detector, load_detector
+from .data.records import DetRecords, check_records
+from .data.readers import read_records, detect_format
+from .data.core import DetDataLoaders, input_resize
+from .learner import make_learner, ValidateLastEpoch, save_detector, load_detector
 from .metrics import COCOMetric, coco_table, evaluate
 from .interpret import DetInterpretation, save_results
 from .distrib import launch, is_rank0, from_rank0, alone
+from .deploy import image_files, predict_files, export_onnx, load_onnx
 import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary',
-           'validate_every_epoch', 'SaveProgress', 'RunLog', 'train', 'load_model', 'predict', 'evaluate_model']
+           'validate_every_epoch', 'SaveProgress', 'RunLog', 'train', 'load_model', 'predict', 'export',
+           'evaluate_model']
 
 # %% ../nbs/38_commands.ipynb #c005
 class CLIError(Exception):
@@ -280,9 +281,12 @@ def load_model(
     fn, # A `save_detector` file (`model.pth`) or a pickled fastai export (`.pkl`)
     device=None, # Where to put it (default: the best available)
 ):
-    "The learner in `fn`: a `save_detector` file (read without unpickling), or a pickled `.pkl` export (fastai's warning shown)."
+    "The learner in `fn`: a `save_detector` file (read without unpickling), a pickled `.pkl` export (fastai's warning shown); or the `ONNXDetector` of an `.onnx` file."
     fn, dev = Path(fn), pick_device(device)
     if not fn.is_file(): raise CLIError(f"{fn}: no such model file")
+    if fn.suffix.lower() == '.onnx':
+        try: return load_onnx(fn)
+        except ImportError as e: raise CLIError(str(e)) from None
     if fn.suffix.lower() != '.pkl': return to_device(load_detector(fn), dev)
     try: learn = load_learner(fn, cpu=True)  # unpickles: runs what the file names (fastai warns)
     except (AttributeError, ModuleNotFoundError, ImportError) as e:
@@ -297,56 +301,41 @@ def load_model(
     if not hasattr(getattr(learn, 'loss_func', None), 'activation'): raise CLIError(f"{fn}: not a fastdet detection model")
     return to_device(learn, dev)
 
-def _image_files(paths)->list:
-    "`(file, output name)` of every image in `paths`: a folder's images keep their path below it, so no two outputs collide."
-    files = []
-    for p in map(Path, paths):
-        if not p.exists(): raise CLIError(f"{p}: no such file or folder")
-        files += [(f, f.relative_to(p)) for f in files_under(p)] if p.is_dir() else [(p, Path(p.name))]
-    if not files: raise CLIError(f"no images found in {', '.join(map(str, paths))}")
-    seen, out = set(), []
-    for f, rel in files:  # files given by name from different folders may still share a name
-        name, k = rel.with_name(rel.name + '.png'), 1
-        while name in seen: name, k = rel.with_name(f"{rel.name}.{k}.png"), k + 1
-        seen.add(name); out.append((f, name))
-    return out
-
 def predict(
-    model, # Model file (see `load_model`)
+    model, # Model file (see `load_model`): `model.pth`, a pickled `.pkl`, or an exported `.onnx`
     images, # Image files and folders
     out=None, # Output folder (default: the next `runs/predict*`)
     score_thresh:float=0.3, # Detections kept from this score on
-    device=None, # See `pick_device`
-):
-    "Detections of `model` on image files/folders: `detections.json` (COCO results, pixels of each image) and annotated images."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    device=None, # See `pick_device` (an `.onnx` model runs on onnxruntime's CPU provider)
+    bs:int=16, # Batch size
+    workers:int=None, # Processes reading and resizing the images (default: fastai's)
+    save_images:bool=False, # Also draw each image's detections into `out/images`
+)->list:
+    "Detections of `model` on image files/folders, in batches through one DataLoader: `detections.json` (COCO results, pixels of each image)."
     if not images: raise CLIError("give at least one image file or folder after MODEL")
     learn = load_model(model, device)
-    out = run_dir('predict', out); (out/'images').mkdir(parents=True, exist_ok=True)
-    cats = getattr(learn.dls, 'categories', None) or {}
-    name2id = {v: k for k, v in cats.items()}
-    results, skipped = [], []
-    for i, (fn, name) in enumerate(_image_files(images)):
-        try: img = open_image(fn)
-        except ImageError as e:
-            print(f"warning: skipped {e}", file=sys.stderr); skipped.append(str(fn)); continue
-        with learn.no_bar(): boxes, labels, scores = learn.predict(img)  # the image opened above: read once
-        keep = scores >= score_thresh
-        boxes, scores = boxes[keep], scores[keep]
-        labels = [l for l, k in zip(labels, keep.tolist()) if k]
-        for b, l, s in zip(convert_boxes(boxes, 'xyxy', 'xywh').tolist(), labels, scores.tolist()):
-            results.append(dict(image_id=i, file_name=str(fn), category_name=l,
-                                category_id=name2id.get(l, list(learn.dls.vocab).index(l)),
-                                bbox=[round(v, 2) for v in b], score=round(s, 4)))
-        ax = draw_boxes(img, boxes, [f"{l} {s:.2f}" for l, s in zip(labels, scores.tolist())])
-        (out/'images'/name).parent.mkdir(parents=True, exist_ok=True)
-        ax.figure.savefig(out/'images'/name); plt.close(ax.figure)
-    (out/'detections.json').write_text(json.dumps(results, indent=1))
-    print(f"{len(results)} detections on {i + 1 - len(skipped)} images")
-    if skipped: print(f"skipped {len(skipped)} unreadable images: {', '.join(skipped)}", file=sys.stderr)
-    print(f"results in {out}: detections.json, images/")
+    out = run_dir('predict', out)
+    results, skipped = predict_files(learn, images, out, bs=bs, num_workers=workers, score_thresh=score_thresh, save_images=save_images)
+    print(f"{len(results)} detections on {len(image_files(images)) - len(skipped)} images")
+    if skipped: print(f"skipped {len(skipped)} unreadable images: {', '.join(map(str, skipped))}", file=sys.stderr)
+    print(f"results in {out}: detections.json" + (', images/' if save_images else ''))
     return results
+
+def export(
+    model, # Model file (`model.pth` or a pickled `.pkl`)
+    format:str='onnx', # Only ONNX, for now
+    out=None, # The file to write (default: MODEL with the format's extension)
+    opset:int=17, # ONNX opset
+)->Path:
+    "Write a saved model for deployment outside Python (`export_onnx`: normalisation, decoding and NMS inside the graph)."
+    if format != 'onnx': raise CLIError(f"--format {format}: fastdet exports to 'onnx'")
+    if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: already an ONNX file")
+    learn = load_model(model, 'cpu')
+    fn = export_onnx(learn, Path(out) if out else Path(model).with_suffix('.onnx'))
+    h, w = input_resize(learn.dls.valid).size[::-1]
+    print(f"wrote {fn}: input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
+          f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`")
+    return fn
 
 def evaluate_model(
     model, # Model file (see `load_model`)
@@ -365,6 +354,7 @@ def evaluate_model(
         kw = {k: v for k, v in locals().items() if k in inspect.signature(evaluate_model).parameters and k != 'procs'}
         kw['out'] = str(run_dir('eval', out))
         return _launch(_eval_in_process, procs, kw, device)
+    if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: fastdet eval needs the model file of fastdet train (model.pth), not its ONNX export")
     learn = load_model(model, device)
     recs, fmt = _read(data, fmt, images)
     vocab = list(learn.dls.vocab)

@@ -38,7 +38,7 @@ def test_predict_and_eval(trained):
     recs = make_shapes(n=80, size=256, seed=0)
     imgs = [recs[i].file for i in range(3)]
     (d/'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
-    r = _run('predict', d/'out'/'model.pth', *imgs, d/'broken.jpg', '--out', d/'pred', '--score-thresh', 0, cwd=d)
+    r = _run('predict', d/'out'/'model.pth', *imgs, d/'broken.jpg', '--out', d/'pred', '--score-thresh', 0, '--save-images', cwd=d)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'broken.jpg' in r.stderr and 'skipped' in r.stderr
     dets = json.loads((d/'pred'/'detections.json').read_text())
@@ -112,7 +112,7 @@ def test_predict_outputs_never_collide(trained, tmp_path):
     src = tmp_path/'photos'
     for f in ('a.jpg', 'a.png', 'sub/a.jpg'):
         (src/f).parent.mkdir(parents=True, exist_ok=True); Image.new('RGB', (64, 48), (90, 30, 200)).save(src/f)
-    r = _run('predict', d/'out'/'model.pth', src, '--out', tmp_path/'pred', cwd=tmp_path)
+    r = _run('predict', d/'out'/'model.pth', src, '--out', tmp_path/'pred', '--save-images', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(str(p.relative_to(tmp_path/'pred'/'images')) for p in (tmp_path/'pred'/'images').rglob('*.png')) == \
         ['a.jpg.png', 'a.png.png', 'sub/a.jpg.png']
@@ -267,3 +267,25 @@ def test_train_in_two_processes(tmp_path):
     assert load_detector(tmp_path/'o'/'model.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
     r = _run('train', '--procs', 2, '--device', 'cpu', cwd=tmp_path)
     assert r.returncode == 1 and 'leave --device out' in r.stderr
+
+def test_export_onnx_and_predict_with_it(trained, tmp_path):
+    "16.2 through the command: `fastdet export` writes an ONNX file; `fastdet predict` on it gives the PyTorch model's detections."
+    d, _ = trained
+    from fastdet.data.shapes import make_shapes
+    imgs = [r.file for r in make_shapes(n=80, size=256, seed=0)[:6]]
+    r = _run('export', d/'out'/'model.pth', '--out', tmp_path/'m.onnx', cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path/'m.onnx').stat().st_size > 100_000 and 'input images [B, 3, 128, 128]' in r.stdout, r.stderr[-2000:]
+    runs = {}
+    for m in ('model.pth', 'm.onnx'):
+        r = _run('predict', d/'out'/'model.pth' if m == 'model.pth' else tmp_path/m, *imgs, '--bs', 4, '--score-thresh', .05, '--workers', 0,
+                 '--device', 'cpu', '--out', tmp_path/f'pred_{m}', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[m] = sorted(json.loads((tmp_path/f'pred_{m}'/'detections.json').read_text()), key=lambda x: (x['file_name'], -x['score']))
+    a, b = runs['model.pth'], runs['m.onnx']
+    assert len(a) == len(b) > 0
+    def same(x, y):  # (boxes written rounded to 0.01 px; detections of equal scores may come in either order)
+        return x['file_name'] == y['file_name'] and x['category_id'] == y['category_id'] and abs(x['score'] - y['score']) <= 2e-4 \
+            and max(abs(u - v) for u, v in zip(x['bbox'], y['bbox'])) <= 0.02
+    assert all(any(same(x, y) for y in b) for x in a) and all(any(same(x, y) for x in a) for y in b)
+    r = _run('eval', tmp_path/'m.onnx', 'x.json', cwd=tmp_path)
+    assert r.returncode == 1 and 'not its ONNX export' in r.stderr
