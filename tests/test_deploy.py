@@ -25,10 +25,18 @@ def covered(d1, d2, px=1e-3, score=1e-4)->bool:
         free.remove(j)
     return True
 
+def _above(d, c):
+    keep = [i for i, s in enumerate(d[1]) if float(s) > c]
+    return d[0][keep] if keep else d[0][:0], [d[1][i] for i in keep], [d[2][i] for i in keep]
+
 def same_dets(d1, d2, px=1e-3, score=1e-4)->bool:
-    "Whether `d1` and `d2` hold the same detections, in any order."
+    "Whether `d1` and `d2` hold the same detections, in any order; near the lowest score kept, which of two detections a hair apart in score made the cut (top-k, max_det) is float noise: each side's detections clearly above it must be among the other's."
     assert len(d1[0]) == len(d2[0]), f"{len(d1[0])} vs {len(d2[0])} detections"
-    return covered(d1, d2, px, score)
+    scores = [float(s) for s in list(d1[1]) + list(d2[1])]
+    cut = min(scores) if scores else -1.
+    a1, a2 = _above(d1, cut + 2 * score), _above(d2, cut + 2 * score)
+    assert len(a1[1]) >= len(d1[1]) // 2, f"only {len(a1[1])} of {len(d1[1])} detections clearly above the cut"
+    return covered(a1, _above(d2, cut), px, score) and covered(a2, _above(d1, cut), px, score)
 
 def coco_dls(data_dir, size, bs=4):
     c = data_dir/'coco128'
