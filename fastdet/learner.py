@@ -268,7 +268,10 @@ def load_detector(
     "The learner of a `save_detector` file, rebuilt from its description and weights, reading nothing but tensors and plain values."
     fname = Path(fname)
     if not fname.is_file(): raise FileNotFoundError(f"{fname}: no such model file")
-    try: obj = torch.load(fname, map_location='cpu', weights_only=True)
+    try:
+        with warnings.catch_warnings():  # torch notes a pickle protocol it doesn't expect: the error below says what matters
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            obj = torch.load(fname, map_location='cpu', weights_only=True)
     except Exception as e:
         raise ValueError(f"{fname}: not a fastdet model file that loads safely ({type(e).__name__}: {str(e).strip().splitlines()[0]}). "
                          f"Only if you trust its author, load a pickled learner with fastai's `load_learner`") from None
