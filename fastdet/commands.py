@@ -198,10 +198,8 @@ def _eval_in_process(kw:dict)->dict:
     with _quiet_unless_rank0(): return evaluate_model(**kw)
 
 def _launch(fn, procs:int, kw:dict, device):
-    "`fn(kw)` in `procs` processes (`fastdet.distrib.launch`), checked first: accelerate installed, no `--device` (each process takes its own)."
+    "`fn(kw)` in `procs` processes (`fastdet.distrib.launch`), checked first: no `--device` (each process takes its own)."
     if device is not None: raise CLIError(f"--device {device} with --procs {procs}: each process takes its own GPU (or the CPU); leave --device out")
-    try: import accelerate  # noqa: F401 (fastai's DDP runs on it)
-    except ImportError: raise CLIError('--procs needs Hugging Face Accelerate: pip install "fastdet[distrib]"') from None
     try: return launch(fn, procs, kw)
     except ValueError as e: raise CLIError(str(e)) from None
 
