@@ -20,10 +20,10 @@ from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders, input_resize
 from .learner import make_learner, ValidateLastEpoch, save_detector, load_detector
-from .metrics import COCOMetric, coco_table, evaluate
+from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
 from .interpret import DetInterpretation, save_results
 from .distrib import launch, is_rank0, from_rank0, alone
-from .deploy import image_files, predict_files, export_onnx, load_onnx
+from .deploy import predict_files, export_onnx, load_onnx
 import torch.distributed as dist
 
 # %% auto #0
@@ -314,8 +314,6 @@ def predict(
     learn = load_model(model, device)
     out = run_dir('predict', out)
     results, skipped = predict_files(learn, images, out, bs=bs, num_workers=workers, score_thresh=score_thresh, save_images=save_images)
-    print(f"{len(results)} detections on {len(image_files(images)) - len(skipped)} images")
-    if skipped: print(f"skipped {len(skipped)} unreadable images: {', '.join(map(str, skipped))}", file=sys.stderr)
     print(f"results in {out}: detections.json" + (', images/' if save_images else ''))
     return results
 
@@ -368,7 +366,7 @@ def evaluate_model(
     else:
         with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)  # one pass: the COCO stats and what the plots need
         stats = {k: float(v) for k, v in interp.stats.items()}
-        if voc: stats.update({k: v for k, v in evaluate(learn, dl, voc=True).items() if k.startswith('VOC')})
+        if voc: stats.update(VOC07_mAP=_voc_from_accum(interp.data, .5, True)[0], VOC_mAP=_voc_from_accum(interp.data, .5, False)[0])  # same pass
     print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
     if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {stats['VOC07_mAP']:.3f}, all-point {stats['VOC_mAP']:.3f}")
     out = run_dir('eval', out); out.mkdir(parents=True, exist_ok=True)
