@@ -159,9 +159,6 @@ class CheckReport:
             self.dropped[reason] += n
             self.dropped_files.setdefault(reason, []).append(fn)
 
-    @property
-    def examples(self)->dict: return {r: fs[0] for r, fs in self.dropped_files.items()}
-
     def repairs(self)->list:
         "`(what was done, files)` for each kind of repair that happened."
         out = [(f"{len(self.ext_lied)} images whose extension names another format: read by their content", self.ext_lied),
