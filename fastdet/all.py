@@ -10,6 +10,7 @@ from .models.ssd import *
 from .models.efficientdet import *
 from .losses.ssd import *
 from .losses.efficientdet import *
+from .ema import *
 from .learner import *
 from .metrics import *
 from .interpret import *

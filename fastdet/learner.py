@@ -29,6 +29,7 @@ from .models.ssd import create_ssd, ssd_configs, ssd_split
 from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
+from .ema import add_ema
 
 # %% auto #0
 __all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'DetLearner', 'draw_boxes', 'add_normalize',
@@ -166,6 +167,7 @@ def ssd_learner(
     loss_func=None, # Default: `MultiBoxLoss` with the architecture's decoding settings (`ssd_meta[arch]['decode']`)
     splitter=None, # Default: `ssd_split`
     model_kwargs:dict=None, # Passed to `create_ssd` (e.g. `scales`, `aspect_ratios`, `width_mult`)
+    ema:bool|float=False, # Average the weights while training (`EMACallback`; a float: its decay)
     **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, ...)
 )->DetLearner:
     "An SSD `DetLearner` for `dls`, fastai style; frozen (new layers train first) when it starts from pretrained weights."
@@ -177,7 +179,7 @@ def ssd_learner(
     check_batch_norm(learn)
     learn.new_groups = 1 if weights is not None else 2  # a whole detector: only its heads are new; a backbone: extras too
     if pretrained or weights is not None: learn.freeze()
-    return learn
+    return add_ema(learn, ema)
 
 # %% ../nbs/20_learner.ipynb #c022
 def _dls_hw(dls)->tuple:
@@ -205,6 +207,7 @@ def efficientdet_learner(
     loss_func=None, # Default: `EffDetLoss` of the model's config
     splitter=None, # Default: `efficientdet_split`
     train_bn:bool=False, # Train the frozen backbone's BatchNorm layers (off: `freeze()` trains exactly BiFPN + heads)
+    ema:bool|float=False, # Average the weights while training (`EMACallback`; a float: its decay)
     **kwargs # Passed to `Learner`
 ):
     "A fastai learner for effdet's EfficientDet `arch`, classes and image size taken from `dls`."
@@ -218,7 +221,7 @@ def efficientdet_learner(
     learn.recipe = dict(arch=arch, config=dict(config or {}), max_det=max_det)
     check_batch_norm(learn)
     if pretrained or weights is not None: learn.freeze()
-    return learn
+    return add_ema(learn, ema)
 
 # %% ../nbs/20_learner.ipynb #n025
 DETECTOR_FORMAT = 'fastdet-detector/1'

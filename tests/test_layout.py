@@ -10,7 +10,7 @@ LAYERS = ['boxes',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
           'losses.ssd', 'losses.efficientdet',
-          'metrics', 'learner', 'interpret', 'distrib', 'deploy', 'commands', 'cli']
+          'metrics', 'ema', 'learner', 'interpret', 'distrib', 'deploy', 'commands', 'cli']
 NOT_LAYERED = {'__init__', '_modidx', 'all'}
 
 def _module(path:Path)->str:
