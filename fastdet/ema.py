@@ -64,10 +64,12 @@ class EMACallback(Callback):
         "The training weights back for the next training epoch."
         if self.swapped: self._swap()
 
-    def after_fit(self):
-        "The model keeps the averaged weights; the training weights and the copy are dropped (a learner to export holds no second model)."
+    def keep_average(self):
+        "The averaged weights into the model for good, the training weights dropped (`after_fit`; call it after an interrupted fit)."
         if self.model_ema is not None and not self.swapped: self._swap()
-        self.model_ema, self.swapped = None, False
+        self.model_ema, self.swapped = None, False  # a learner to export holds no second model
+
+    def after_fit(self): self.keep_average()
 
 def add_ema(
     learn, # A `Learner`

@@ -5,7 +5,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import *  # fit_one_cycle, fine_tune, lr_find
 from fastai.learner import load_learner
-from fastai.torch_core import find_bs
+from fastai.torch_core import find_bs, get_model
 from timm.utils.model_ema import ModelEmaV3
 from fastdet.data.core import DetDataLoaders
 from fastdet.learner import ssd_learner, efficientdet_learner, save_detector, load_detector, ValidateLastEpoch
@@ -18,10 +18,10 @@ class _Steps(Callback):
     def __init__(self): self.fits = []
     def before_fit(self):
         if hasattr(self.learn, 'lr_finder'): return
-        self.fits.append(dict(start=copy.deepcopy(self.learn.model), steps=[], before_train=[], after_epoch=[]))
-    def after_step(self): self.fits[-1]['steps'].append(_state(self.learn.model))
-    def before_train(self): self.fits[-1]['before_train'].append(_state(self.learn.model))
-    def after_epoch(self): self.fits[-1]['after_epoch'].append(_state(self.learn.model))
+        self.fits.append(dict(start=copy.deepcopy(get_model(self.learn.model)), steps=[], before_train=[], after_epoch=[]))
+    def after_step(self): self.fits[-1]['steps'].append(_state(get_model(self.learn.model)))  # (under DDP: inside the wrapper)
+    def before_train(self): self.fits[-1]['before_train'].append(_state(get_model(self.learn.model)))
+    def after_epoch(self): self.fits[-1]['after_epoch'].append(_state(get_model(self.learn.model)))
 
 def _state(m): return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
@@ -34,7 +34,7 @@ def _replay(start, steps, decay=.9998, warmup_power=3/4, buffers=True)->list:
 
 def _equal(a:dict, b:dict)->bool: return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-def _dls(): return DetDataLoaders.from_shapes(n=32, size=64, bs=8, seed=5, num_workers=0)
+def _dls(n=32, bs=8): return DetDataLoaders.from_shapes(n=n, size=64, bs=bs, seed=5, num_workers=0)
 
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
@@ -121,6 +121,21 @@ def test_fine_tune_averages_each_fit(tmp_path):
     assert _equal(unfrozen['before_train'][1], unfrozen['steps'][2])  # skipped validation: training weights back all the same
     assert learn.recorder.values[-1][1] == pytest.approx(_loss_by_hand(learn, ema2[-1]), rel=1e-6)
 
+class _Interrupt(Callback):
+    order = 20
+    def after_step(self):
+        if self.learn.ema.n_updates == 2: raise KeyboardInterrupt()
+
+def test_keep_average_after_an_interrupted_fit(tmp_path):
+    torch.set_num_threads(1)
+    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, path=tmp_path, ema=True)
+    rec = _Steps()
+    with pytest.raises(KeyboardInterrupt): learn.fit(1, 1e-3, cbs=[rec, _Interrupt()])
+    fit = rec.fits[0]
+    assert _equal(_state(learn.model), fit['steps'][-1])  # after_fit did not run: the training weights
+    learn.ema.keep_average()
+    assert _equal(_state(learn.model), _replay(fit['start'], fit['steps'])[-1]) and learn.ema.model_ema is None
+
 def test_buffers_false_copies_batchnorm_statistics(tmp_path):
     torch.set_num_threads(1)
     learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, path=tmp_path, cbs=EMACallback(buffers=False))
@@ -139,3 +154,28 @@ def test_learner_factories_attach_it():
     assert ssd_learner(dls, pretrained=False, ema=True).ema.decay == .9998
     d = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, pretrained_backbone=False, config=dict(min_level=3, max_level=5, num_levels=3, fpn_cell_repeats=1), ema=True)
     assert isinstance(d.ema, EMACallback)
+
+def _ddp_job():
+    "One epoch of 2 processes under `learn.distrib_ctx()` with `ema=True`: what each rank holds."
+    import torch.distributed as dist
+    torch.manual_seed(0)
+    learn = ssd_learner(_dls(n=64, bs=4), 'ssdlite_mobilenetv2', pretrained=False, ema=True)
+    rec = _Steps()
+    with learn.no_bar(), learn.no_logging(), learn.distrib_ctx(): learn.fit(1, 1e-3, cbs=rec)
+    fit, got = rec.fits[0], _state(learn.model)
+    mine = _replay(fit['start'], fit['steps'])[-1]
+    params = {n for n, _ in learn.model.named_parameters()}
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, dict(rank=dist.get_rank(), steps=len(fit['steps']), state=got, mine_all=_equal(got, mine),
+                                     mine_params=all(torch.equal(got[k], mine[k]) for k in params), valid=learn.recorder.values[-1][1]))
+    return out
+
+@pytest.mark.slow  # two processes started: ~40 s here
+def test_ddp_ranks_average_alike():
+    "2 processes (gloo, CPU): each rank's average is ModelEmaV3 of its own weights; afterwards all hold rank 0's (BatchNorm buffers broadcast)."
+    from fastdet.distrib import launch
+    a, b = launch(_ddp_job, 2)
+    assert (a['rank'], b['rank'], a['steps'], b['steps']) == (0, 1, 6, 6)
+    assert a['mine_all'] and a['mine_params'] and b['mine_params']  # rank 1's buffers: rank 0's, broadcast after fit
+    assert _equal(a['state'], b['state'])
+    assert a['valid'] == b['valid']
