@@ -32,13 +32,42 @@ from .losses.efficientdet import EffDetLoss
 from .ema import add_ema
 
 # %% auto #0
-__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'DetLearner', 'draw_boxes', 'add_normalize',
-           'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner', 'efficientdet_learner',
-           'save_detector', 'load_detector', 'make_learner', 'ValidateLastEpoch', 'images_dl']
+__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'CollapseCheck', 'DetLearner', 'draw_boxes',
+           'add_normalize', 'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner',
+           'efficientdet_learner', 'save_detector', 'load_detector', 'make_learner', 'ValidateLastEpoch', 'images_dl']
+
+# %% ../nbs/20_learner.ipynb #k002
+class CollapseCheck(Callback):
+    "Warn when a fit's validation predictions do not vary across images, after `min_steps` steps: the top detection of each of the first `n` images has the same class, the same box (within `box_tol` of the image's size) and the same score (within `score_tol`)."
+    order, run_train = 70, False
+    def __init__(self, n:int=32, box_tol:float=.02, score_tol:float=.02, min_steps:int=50):
+        self.n, self.box_tol, self.score_tol, self.min_steps = n, box_tol, score_tol, min_steps
+    def before_fit(self): self.fitting = not hasattr(self.learn, 'gather_preds')  # a fit's validations, not `validate` or `get_preds`
+    def after_fit(self): self.fitting = False
+    def before_validate(self):  # after `min_steps`: before, BatchNorm's running statistics still lag (eval-mode outputs barely vary)
+        self.tops, self.active = [], getattr(self, 'fitting', False) and self.train_iter >= self.min_steps
+    def after_batch(self):
+        if not self.active or sum(len(t) for t in self.tops) >= self.n: return
+        with torch.no_grad(): b, l, s = self.learn.loss_func.activation(self.pred)
+        i, r = s.argmax(1), torch.arange(len(s), device=s.device)
+        self.tops.append(torch.cat([b[r, i].float(), s[r, i, None].float(), l[r, i, None].float()], 1).cpu())
+    def after_validate(self):
+        if not self.active or not self.tops: return
+        t = torch.cat(self.tops)
+        if len(t) < 4 or (t[:, 5] == 0).all() or not (t[:, 5] == t[0, 5]).all(): return  # too few, no detections, or classes differ
+        box_range, score_range = float((t[:, :4].max(0).values - t[:, :4].min(0).values).max()) / 2, float(t[:, 4].max() - t[:, 4].min())
+        if box_range <= self.box_tol and score_range <= self.score_tol:
+            warnings.warn(f"fastdet: the model's output does not depend on the image: its top detection is the same on all {len(t)} "
+                          f"validation images checked ({self.dls.vocab[int(t[0, 5])]}, scores {float(t[:, 4].min()):.3f}-{float(t[:, 4].max()):.3f}, "
+                          f"the same box within {box_range:.1%} of the image). Fine-tune from pretrained weights (`fastdet train`'s default), "
+                          f"or train longer with augmentation.", stacklevel=2)
 
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
     "A fastai `Learner` for detection: `predict` in the original image's pixels, `show_results` beside the ground truth."
+    def __init__(self, dls, model, cbs=None, **kwargs):
+        super().__init__(dls, model, cbs=[CollapseCheck()] + list(cbs if isinstance(cbs, (list, tuple)) else [] if cbs is None else [cbs]), **kwargs)
+
     def predict(self,
         item, # Image file (str or Path), `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]` (uint8, or float in [0, 1])
         rm_type_tfms=None, # Passed to `test_dl`

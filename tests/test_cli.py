@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 EXE = Path(sys.executable).parent/'fastdet'
+SCRATCH = ('--weights', 'none', '--arch', 'ssdlite_mobilenetv2', '--aug', 'flip', '--ema', 'off')  # user data, trained as the built-in data (no download)
 
 def _run(*args, cwd, **env):
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore', **env}
@@ -208,7 +209,7 @@ def test_valid_set_summary_and_aligned_columns(tmp_path):
     from fastdet.data.shapes import make_shapes
     tr, va = make_shapes(n=48, size=96, seed=1, path=tmp_path/'tr'), make_shapes(n=17, size=96, seed=2, path=tmp_path/'va')
     r = _run('train', tmp_path/'tr'/'annotations.json', '--valid', tmp_path/'va'/'annotations.json', '--size', 64, '--bs', 8, '--epochs', 2,
-             '--validate', 'last', '--workers', 0, '--out', tmp_path/'o', cwd=tmp_path)
+             '--validate', 'last', '--workers', 0, '--out', tmp_path/'o', *SCRATCH, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"48 training / 17 validation images, validation: {tmp_path/'va'/'annotations.json'} (coco)" in r.stdout, r.stdout[:2000]
     assert 'data check: 65 images' in r.stdout and 'validation: after the last epoch' in r.stdout
@@ -235,7 +236,7 @@ def test_the_data_check_is_summarised(tmp_path):
         x2 = 70 if i == 2 else 40
         (tmp_path/'v'/f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename><size><width>{w}</width><height>{h}</height></size>"
                                             f"<object><name>dot</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>{x2}</xmax><ymax>30</ymax></bndbox></object></annotation>")
-    r = _run('train', tmp_path/'v', '--size', 64, '--bs', 2, '--epochs', 1, '--workers', 0, '--verbose', '--out', tmp_path/'o', cwd=tmp_path)
+    r = _run('train', tmp_path/'v', '--size', 64, '--bs', 2, '--epochs', 1, '--workers', 0, '--verbose', '--out', tmp_path/'o', *SCRATCH, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"data: {tmp_path/'v'} (voc): 7 training / 1 validation images" in r.stdout, r.stdout[:1500]
     for line in ('data check: 8 images, 8 boxes', '1 images whose extension names another format: read by their content:',

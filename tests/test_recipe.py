@@ -1,0 +1,80 @@
+"`fastdet train`'s recipe: fine-tuning from pretrained weights by default on your data, from scratch with `--weights none`, one line when the weights can't be downloaded."
+import os, subprocess, sys
+from pathlib import Path
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from fastdet.commands import (recipe, recipe_epochs, default_size, weights_kwargs, pretrained_learner, train_dls, CLIError,
+                              SHAPES_RECIPE, FINETUNE_RECIPE, SCRATCH_RECIPE)
+
+EXE = Path(sys.executable).parent/'fastdet'
+OFFLINE = {'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9', 'HF_HUB_OFFLINE': '1'}  # any download fails at once
+
+def _run(*args, cwd, **env):
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore', **env}
+    return subprocess.run([str(EXE), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=1500, env=env)
+
+def test_recipes():
+    assert recipe(None) == SHAPES_RECIPE and recipe('data.json') == FINETUNE_RECIPE and recipe('data.json', 'none') == SCRATCH_RECIPE
+    assert recipe('data.json', 'coco') == FINETUNE_RECIPE and recipe(None, 'coco') == SHAPES_RECIPE
+    assert recipe_epochs(160, 16, 300, (3, 30)) == 30 and recipe_epochs(800, 16, 300, (3, 30)) == 6  # 10 and 50 steps per epoch
+    assert recipe_epochs(100_000, 16, 300, (3, 30)) == 3 and recipe_epochs(5, 16, 2000, (10, 300)) == 300
+    assert default_size('ssdlite320_mobilenet_v3_large') == 320 and default_size('ssd512_vgg16') == 512 and default_size('tf_efficientdet_d0') == 512
+    assert weights_kwargs('ssdlite320_mobilenet_v3_large', 'pretrained') == dict(pretrained=False, weights='coco')
+    assert weights_kwargs('ssdlite_mobilenetv2', 'pretrained') == dict(pretrained=True)  # no COCO weights: the ImageNet backbone
+    assert weights_kwargs('tf_efficientdet_d0', 'pretrained') == dict(pretrained=True)  # effdet's COCO weights
+    assert weights_kwargs('tf_efficientdet_d0', 'imagenet') == dict(pretrained=False, pretrained_backbone=True)
+    with pytest.raises(CLIError, match='no COCO weights for ssdlite_mobilenetv2'): weights_kwargs('ssdlite_mobilenetv2', 'coco')
+    with pytest.raises(CLIError, match='--weights nope.pth: no such file'): weights_kwargs('ssdlite_mobilenetv2', 'nope.pth')
+
+def _raccoon_csv(data_dir, tmp_path, n):
+    "The first `n` images of the raccoon set's training CSV."
+    df = pd.read_csv(data_dir/'raccoon'/'data'/'train_labels.csv')
+    keep = sorted(df.filename.unique())[:n]
+    df[df.filename.isin(keep)].to_csv(tmp_path/'train.csv', index=False)
+    return tmp_path/'train.csv'
+
+@pytest.fixture
+def coco_cache(tmp_path, monkeypatch):
+    "A torch hub cache holding torchvision's SSDLite320 COCO checkpoint file, made here from torchvision's own (untrained) model: the real download path, no network."
+    torch.manual_seed(0)
+    m = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    w = torchvision.models.detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1
+    f = tmp_path/'hub'/'checkpoints'/Path(w.url).name
+    f.parent.mkdir(parents=True)
+    torch.save(m.state_dict(), f)
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path/'hub'))
+    return m, tmp_path/'hub'
+
+def test_pretrained_default_loads_the_coco_checkpoint(data_dir, tmp_path, coco_cache):
+    m, _ = coco_cache
+    dls, _ = train_dls(_raccoon_csv(data_dir, tmp_path, 8), size=320, bs=4, images=data_dir/'raccoon'/'images', workers=0)
+    learn = pretrained_learner(dls, 'ssdlite320_mobilenet_v3_large', 'pretrained')
+    mine = list(learn.model.state_dict().values())
+    # torchvision's backbone (and extras) tensors are in the learner unchanged: loaded from the cached file, nothing downloaded
+    ref = [v for k, v in m.backbone.state_dict().items() if not k.endswith('num_batches_tracked')]
+    assert len(ref) > 200 and all(any(w.shape == v.shape and torch.equal(v, w) for w in mine) for v in ref)
+    assert learn.new_groups == 1  # a whole detector: only its heads are new, and they train first (frozen)
+
+def test_no_network_is_one_line(data_dir, tmp_path):
+    csv = _raccoon_csv(data_dir, tmp_path, 8)
+    env = dict(OFFLINE, TORCH_HOME=str(tmp_path/'empty'))
+    r = _run('train', csv, '--images', data_dir/'raccoon'/'images', '--epochs', 1, '--out', tmp_path/'o', cwd=tmp_path, **env)
+    assert r.returncode == 1, r.stderr[-2000:]
+    err = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith('Downloading')]
+    assert len(err) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert 'could not download the pretrained weights of ssdlite320_mobilenet_v3_large' in err[0] and '--weights none' in err[0] and '--weights FILE' in err[0]
+    assert 'recipe: fine-tuning from pretrained weights (--weights pretrained)' in r.stdout
+
+def test_fine_tunes_by_default_through_the_command(data_dir, tmp_path, coco_cache):
+    "`fastdet train DATA` with the checkpoint in the hub cache: the fine-tuning recipe (frozen epoch, then all layers), SSD augmentation, EMA."
+    _, hub = coco_cache
+    csv = _raccoon_csv(data_dir, tmp_path, 12)
+    r = _run('train', csv, '--images', data_dir/'raccoon'/'images', '--epochs', 1, '--bs', 8, '--size', 160, '--workers', 0, '--out', tmp_path/'o',
+             cwd=tmp_path, TORCH_HOME=str(hub.parent), **OFFLINE)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert 'ssdlite320_mobilenet_v3_large at size 160' in r.stdout
+    assert 'recipe: fine-tuning from pretrained weights (--weights pretrained), 1 epochs' in r.stdout and 'augmentation ssd, EMA on' in r.stdout
+    log = pd.read_csv(tmp_path/'o'/'results.csv')
+    assert len(log) == 2  # fastai's fine_tune: one frozen epoch, then the epochs asked for
