@@ -13,8 +13,9 @@ from torch import Tensor
 from fastcore.basics import store_attr
 from fasttransform import Transform
 from fastai.torch_core import TensorImage, TensorMultiCategory
+from fastai.data.core import DataLoaders
 from fastai.vision.core import TensorBBox
-from fastai.vision.augment import RandTransform, rgb2hsv, hsv2rgb
+from fastai.vision.augment import RandTransform
 from ..boxes import bbox_to_pixels, pixels_to_bbox, is_padding
 
 # %% auto #0
@@ -29,18 +30,27 @@ def _gray(x:Tensor)->Tensor:
     r, g, b = x.unbind(1)
     return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114)[:, None]
 
-def _blend(x:Tensor, y:Tensor, f:Tensor)->Tensor: return (x * _v(f) + y * (1 - _v(f))).clamp(0, 1)
+def _on(x:Tensor, sel:Tensor, fn):
+    "Replace, in place, the images `sel` (a `[B]` mask) of `x` by `fn(images, their indices)`."
+    i = sel.nonzero()[:, 0]
+    if len(i) == len(x): x[:] = fn(x, i)
+    elif len(i): x[i] = fn(x[i], i)
+
+def _blend(x:Tensor, y:Tensor, f:Tensor)->Tensor: return (x * _v(f)).add_(y * (1 - _v(f))).clamp_(0, 1)
 
 def _contrast(x:Tensor, f:Tensor)->Tensor: return _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), f)
 
 def _hue(x:Tensor, f:Tensor)->Tensor:
-    "Shift the hue of the images whose `f` is not 0 by `f` (a fraction of the colour circle)."
-    i = f.nonzero()[:, 0]
-    if not len(i): return x
-    h, s, v = rgb2hsv(x[i]).unbind(1)
-    x = x.clone()
-    x[i] = hsv2rgb(torch.stack([(h + f[i, None, None]) % 1.0, s, v], 1))
-    return x
+    "Rotate the hue of images `x` by `f` `[B]` (fractions of the colour circle): torchvision's HSV round trip in closed form."
+    r, g, b = x.unbind(1)
+    mx, mn = x.amax(1), x.amin(1)
+    c = mx - mn
+    cd = torch.where(c == 0, torch.ones_like(c), c)
+    h = torch.where(mx == r, (g - b) / cd, torch.where(mx == g, (b - r) / cd + 2, (r - g) / cd + 4))
+    h = ((h / 6 + 1) % 1 + f[:, None, None]) % 1 * 6
+    # HSV -> RGB: channel n (R 5, G 3, B 1) is `max - chroma * clamp(min(k, 4 - k), 0, 1)`, k = (n + 6 h) mod 6
+    out = [(n + h) % 6 for n in (5., 3., 1.)]
+    return torch.stack([mx - c * torch.minimum(k, 4 - k).clamp_(0, 1) for k in out], 1)
 
 def distort_colors(
     x:Tensor, # Images `[B, 3, H, W]`, floats in [0, 1]
@@ -52,12 +62,14 @@ def distort_colors(
     perm:Tensor, # `[B, 3]` channel order of each image
 )->Tensor:
     "torchvision's `RandomPhotometricDistort.transform` on a batch, each image with its own factors."
-    x = (x * _v(brightness)).clamp(0, 1)
-    x = _contrast(x, torch.where(contrast_before, contrast, torch.ones_like(contrast)))
-    x = _blend(x, _gray(x), saturation)
-    x = _hue(x, hue)
-    x = _contrast(x, torch.where(contrast_before, torch.ones_like(contrast), contrast))
-    return x.gather(1, perm[:, :, None, None].expand_as(x))
+    x = x.clone()  # then each step changes, in place, only the images it distorts
+    _on(x, brightness != 1, lambda t, i: (t * _v(brightness[i])).clamp_(0, 1))
+    _on(x, (contrast != 1) & contrast_before, lambda t, i: _contrast(t, contrast[i]))
+    _on(x, saturation != 1, lambda t, i: _blend(t, _gray(t), saturation[i]))
+    _on(x, hue != 0, lambda t, i: _hue(t, hue[i]))
+    _on(x, (contrast != 1) & ~contrast_before, lambda t, i: _contrast(t, contrast[i]))
+    _on(x, (perm != torch.arange(x.shape[1], device=x.device)).any(1), lambda t, i: t.gather(1, perm[i, :, None, None].expand_as(t)))
+    return x
 
 # %% ../../nbs/05_data.augment.ipynb #c010
 def _image(b):
@@ -333,8 +345,10 @@ def ssd_aug_transforms(
     ops = ([ZoomOut(fill=fill, side_range=(1., max_zoom))] if zoom_out else []) + ([IoUCrop()] if iou_crop else []) + ([DetFlip()] if flip else [])
     return tfms + ([DetAffine(*ops, mode=mode)] if ops else [])
 
-def dropped_boxes(dls)->tuple:
+def dropped_boxes(
+    dls, # `DataLoaders` (their training set), or one `DataLoader`
+)->tuple:
     "`(dropped, seen)`: the boxes the training batches' geometric transforms dropped so far, and all the boxes they saw."
-    dl = getattr(dls, 'train', dls)
+    dl = dls.train if isinstance(dls, DataLoaders) else dls  # a `DataLoader`'s `train` is its dataset's
     ts = [t for t in dl.after_batch.fs if isinstance(t, DetAffine)]
     return sum(t.n_dropped for t in ts), sum(t.n_boxes for t in ts)
