@@ -236,3 +236,22 @@ def test_nothing_on_validation():
     assert seen > 0 and 0 <= dropped <= seen
     tfm = [t for t in dls.train.after_batch.fs if isinstance(t, DetAffine)][0]
     assert pickle.loads(pickle.dumps(tfm)).n_boxes == seen and not hasattr(pickle.loads(pickle.dumps(tfm)), 'boxes')
+
+def test_show_batch_draws_the_kept_boxes():
+    "`show_batch` of an augmented batch draws each kept box where the batch has it, and none of the dropped ones."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    dls = DetDataLoaders.from_shapes(n=64, bs=16, size=96, num_workers=0, batch_tfms=ssd_aug_transforms())
+    torch.manual_seed(3)
+    b = dls.one_batch()
+    assert dropped_boxes(dls)[0] > 0  # the batch has dropped boxes (label 0 between kept ones) to leave out
+    dls.show_batch(b=b, max_n=16, nrows=4, ncols=4)
+    for ax, bx, lb in zip(plt.gcf().axes, b[1].as_subclass(torch.Tensor), b[2].as_subclass(torch.Tensor)):
+        xywh = [[float(v) for v in (r.get_x(), r.get_y(), r.get_width(), r.get_height())] for r in ax.patches if isinstance(r, Rectangle)]
+        # fastai's drawing holds two equal rectangles per box, and empty ones at the centre for padding (so for dropped)
+        # boxes, which show nothing
+        drawn = sorted({(round(x, 2), round(y, 2), round(x + w, 2), round(y + h, 2)) for x, y, w, h in xywh if w * h > 0})
+        px = bbox_to_pixels(bx[lb != 0].cpu(), (96, 96))
+        assert drawn == sorted(tuple(round(v, 2) for v in p.tolist()) for p in px), (drawn, px)
+    plt.close('all')
