@@ -4,6 +4,7 @@ from .data.records import *
 from .data.shapes import *
 from .data.readers import *
 from .data.core import *
+from .data.augment import *
 from .anchors.ssd import *
 from .anchors.efficientdet import *
 from .models.ssd import *
