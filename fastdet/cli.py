@@ -20,13 +20,14 @@ def fastdet_train(
     format:str=None, # Data format of DATA (coco, voc, yolo, csv); recognised from DATA when not given
     images:str=None, # Folder of DATA's images, when the annotations' reader can't find them (COCO json, VOC, CSV)
     valid_images:str=None, # Folder of VALID's images, likewise
-    arch:str=None, # Architecture: an SSD name (ssdlite_mobilenetv2, ssd300_vgg16, ...) or an effdet name (default: ssdlite_mobilenetv2)
-    weights:str=None, # Start from a pretrained detector: 'coco' (torchvision's, for ssd300_vgg16 / ssdlite320_mobilenet_v3_large) or a checkpoint file
-    pretrained:store_true=False, # Start from pretrained backbone weights (downloaded once by timm/torchvision)
-    size:int=None, # Input size (default: 160)
+    arch:str=None, # Architecture: an SSD name (ssdlite320_mobilenet_v3_large, ssd300_vgg16, ...) or an effdet name (default: ssdlite320_mobilenet_v3_large; built-in data: ssdlite_mobilenetv2)
+    weights:str=None, # pretrained (COCO where the architecture has them, else ImageNet), coco, imagenet, none (from scratch) or a checkpoint file (default: pretrained; built-in data: none)
+    size:int=None, # Input size (default: the architecture's, e.g. 320; built-in data: 160)
     bs:int=None, # Batch size (default: 16)
-    epochs:int=None, # Epochs (default: 5)
-    lr:float=None, # Learning rate, the one-cycle maximum (default: 1e-2)
+    epochs:int=None, # Epochs (default: about 300 optimizer steps when fine-tuning, 2000 from scratch; built-in data: 5)
+    lr:float=None, # Learning rate, the one-cycle maximum (default: 2e-3 fine-tuning, 5e-3 from scratch; built-in data: 1e-2)
+    aug:str=None, # Training augmentation: ssd (photometric, zoom out, min-IoU crop, flip), flip or none (default: ssd; built-in data: flip)
+    ema:str=None, # Weight EMA: on, off or a decay such as 0.9998 (default: on; built-in data: off)
     lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
     validate:str=None, # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
@@ -41,7 +42,7 @@ def fastdet_train(
 ):
     "Train a detector and print the COCO statistics of its validation set"
     from .commands import train
-    train(data, format, arch, size, bs, epochs, lr, lr_find, pretrained, n, seed, out, validate=validate, weights=weights, images=images,
+    train(data, format, arch, size, bs, epochs, lr, lr_find, n, seed, out, validate=validate, weights=weights, images=images, aug=aug, ema=ema,
           valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose, procs=procs)
 
 def fastdet_predict(

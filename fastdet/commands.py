@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import contextlib, inspect, io, itertools, json, sys, time, warnings
+import contextlib, inspect, io, itertools, json, socket, sys, time, urllib.error, warnings
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -19,6 +19,9 @@ import fastdet
 from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders, input_resize
+from .data.augment import ssd_aug_transforms
+from .models.ssd import ssd_configs, _COCO_WEIGHTS
+from .models.efficientdet import efficientdet_archs, efficientdet_config
 from .learner import make_learner, ValidateLastEpoch, save_detector, load_detector
 from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
 from .interpret import DetInterpretation, save_results
@@ -27,9 +30,10 @@ from .deploy import predict_files, export_onnx, load_onnx
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['SHAPES_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary',
-           'validate_every_epoch', 'SaveProgress', 'RunLog', 'train', 'load_model', 'predict', 'export',
-           'evaluate_model']
+__all__ = ['SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device',
+           'recipe', 'recipe_epochs', 'default_size', 'weights_kwargs', 'pretrained_learner', 'train_dls',
+           'data_summary', 'validate_every_epoch', 'SaveProgress', 'RunLog', 'aug_tfms', 'recipe_summary', 'train',
+           'load_model', 'predict', 'export', 'evaluate_model']
 
 # %% ../nbs/38_commands.ipynb #c005
 class CLIError(Exception):
@@ -80,7 +84,71 @@ def to_device(learn, device:torch.device):
     return learn
 
 # %% ../nbs/38_commands.ipynb #c012
-SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200)
+SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200, weights='none', aug='flip', ema='off')
+# your data: fine-tuning from pretrained weights (fastai's `fine_tune` learning rate), about 300 optimizer steps
+FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epochs=(3, 30), weights='pretrained', aug='ssd', ema='on')
+# your data, `--weights none`: from scratch needs many more steps (torchvision trains SSDLite from scratch for 600 COCO epochs)
+SCRATCH_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=5e-3, steps=2000, epochs=(10, 300), weights='none', aug='ssd', ema='on')
+
+def recipe(
+    data=None, # The training data; `None`: the built-in shapes dataset
+    weights:str=None, # As given (`None`: the recipe's)
+)->dict:
+    "The defaults of `fastdet train`: the built-in dataset's from-scratch recipe, else fine-tuning, or from scratch with `weights='none'`."
+    if data is None: return dict(SHAPES_RECIPE)
+    return dict(SCRATCH_RECIPE if weights == 'none' else FINETUNE_RECIPE)
+
+def recipe_epochs(
+    n_train:int, # Training images
+    bs:int, # Batch size (all processes together)
+    steps:int, # Optimizer steps aimed at
+    bounds:tuple, # `(fewest, most)` epochs
+)->int:
+    "Epochs that give about `steps` optimizer steps on `n_train` images, within `bounds`."
+    per_epoch = max(1, -(-n_train // bs))
+    return int(min(max(round(steps / per_epoch), bounds[0]), bounds[1]))
+
+def default_size(arch:str)->int:
+    "The image size `arch` was designed for: its SSD config's, or its EfficientDet config's (else 320)."
+    if arch in ssd_configs: return ssd_configs[arch]['size']
+    if arch in efficientdet_archs(): return max(efficientdet_config(arch).image_size)
+    return 320
+
+def _has_coco(arch:str)->bool: return arch in efficientdet_archs() or arch in _COCO_WEIGHTS
+
+def weights_kwargs(
+    arch:str, # The architecture
+    weights:str, # 'pretrained' (COCO where `arch` has them, else ImageNet), 'coco', 'imagenet', 'none', or a checkpoint file
+)->dict:
+    "`make_learner`'s arguments for `weights`, checked before anything downloads."
+    if weights == 'pretrained': weights = 'coco' if _has_coco(arch) else 'imagenet'
+    effdet = arch in efficientdet_archs()
+    if weights == 'none': return dict(pretrained=False)
+    if weights == 'imagenet': return dict(pretrained=False, pretrained_backbone=True) if effdet else dict(pretrained=True)
+    if weights == 'coco':
+        if not _has_coco(arch): raise CLIError(f"--weights coco: no COCO weights for {arch} (torchvision has them for "
+                                               f"{', '.join(_COCO_WEIGHTS)}; effdet for its architectures): use --weights imagenet")
+        return dict(pretrained=True) if effdet else dict(pretrained=False, weights='coco')
+    if not Path(weights).is_file(): raise CLIError(f"--weights {weights}: no such file (pretrained, coco, imagenet, none or a checkpoint file)")
+    return dict(pretrained=False, weights=weights)
+
+def _offline(e:BaseException)->bool:
+    "Whether `e` (or what caused it) is a failed download."
+    while e is not None:
+        if isinstance(e, (urllib.error.URLError, ConnectionError, socket.timeout)) or type(e).__name__ in _OFFLINE_ERRORS: return True
+        e = e.__cause__ or e.__context__
+    return False
+
+_OFFLINE_ERRORS = {'LocalEntryNotFoundError', 'ConnectTimeout', 'ReadTimeout', 'ConnectionError', 'MaxRetryError', 'NameResolutionError'}
+
+def pretrained_learner(dls, arch:str, weights:str, **kwargs):
+    "`make_learner(dls, arch, **weights_kwargs(arch, weights), **kwargs)`; a failed download of the weights becomes one line saying what to do."
+    try: return make_learner(dls, arch, **weights_kwargs(arch, weights), **kwargs)
+    except Exception as e:
+        if not _offline(e): raise
+        raise CLIError(f"could not download the pretrained weights of {arch} (--weights {weights}; no network? {e}): train from scratch "
+                       f"with --weights none, or give a local checkpoint with --weights FILE (or put the file in "
+                       f"{Path(torch.hub.get_dir())/'checkpoints'})") from None
 
 def _read(data, fmt, images)->tuple:
     fmt = fmt or detect_format(data)
@@ -168,6 +236,28 @@ class RunLog(CSVLogger):
         if header: self.file.write(','.join(self.recorder.metric_names) + '\n')
         self.old_logger, self.learn.logger = self.logger, self._write_line
 
+def aug_tfms(aug:str)->list:
+    "The batch transforms of `--aug`: 'ssd' (`ssd_aug_transforms()`: photometric distortion, zoom out, min-IoU crop, flip), 'flip', or 'none'."
+    if aug == 'ssd': return ssd_aug_transforms()
+    if aug == 'flip': return [Flip()]
+    if aug == 'none': return []
+    raise CLIError(f"--aug {aug}: expected ssd, flip or none")
+
+def _ema(ema:str):
+    if ema in ('on', 'off'): return ema == 'on'
+    try: d = float(ema)
+    except (TypeError, ValueError): d = -1.
+    if not 0 < d < 1: raise CLIError(f"--ema {ema}: expected on, off or a decay between 0 and 1 (e.g. 0.9998)")
+    return d
+
+def recipe_summary(a, n_train:int=None, n_procs:int=1)->str:
+    "The line `fastdet train` prints about how it trains."
+    start = {'none': 'from scratch', 'pretrained': 'fine-tuning from pretrained weights', 'coco': 'fine-tuning from COCO weights',
+             'imagenet': 'fine-tuning from ImageNet backbone weights'}.get(a.weights, f'fine-tuning from {a.weights}')
+    steps = f" (about {a.epochs * -(-n_train // (a.bs * n_procs))} steps of {a.bs * n_procs} images)" if n_train else ''
+    return (f"recipe: {start} (--weights {a.weights}), {a.epochs} epochs{steps}, lr {a.lr:g}"
+            f"{' (lr_find decides)' if a.lr_find else ''}, augmentation {a.aug}, EMA {a.ema}")
+
 def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=False):
     "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs."
     if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', best)])
@@ -178,8 +268,8 @@ def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=Fal
     learn.unfreeze()
     learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', best)])
 
-_TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'pretrained', 'n', 'seed', 'validate', 'weights', 'images',
-               'valid', 'valid_images')
+_TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'n', 'seed', 'validate', 'weights', 'images',
+               'valid', 'valid_images', 'aug', 'ema')
 
 def _resumed(out, given:dict)->tuple:
     "The arguments of the interrupted run in `out` (or the latest run), and where it stopped."
@@ -205,8 +295,9 @@ def _launch(fn, procs:int, kw:dict, device):
 
 def train(
     data=None, fmt:str=None, arch:str=None, size:int=None, bs:int=None, epochs:int=None, lr:float=None, lr_find:bool=False,
-    pretrained:bool=False, n:int=None, seed:int=0, out=None, show:bool=True, validate:str=None, weights=None, images=None,
+    n:int=None, seed:int=0, out=None, show:bool=True, validate:str=None, weights=None, images=None,
     valid=None, valid_images=None, pickle:bool=False, resume:bool=False, device=None, workers:int=None, verbose:bool=False, procs:int=1,
+    aug:str=None, ema:str=None,
 )->tuple:
     "Train a detector as `fastdet train` does (see its options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
     import matplotlib; matplotlib.use('Agg')
@@ -215,28 +306,33 @@ def train(
         kw['out'] = str(_resumed(out, {k: None for k in _TRAIN_ARGS})[0] if resume else run_dir('train', out))
         return None, _launch(_train_in_process, procs, kw, device)
     t0 = time.time()
-    args = dict(data=data, fmt=fmt, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, lr_find=lr_find, pretrained=pretrained, n=n,
-                seed=seed, validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images)
+    args = dict(data=data, fmt=fmt, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, lr_find=lr_find, n=n, seed=seed,
+                validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images, aug=aug, ema=ema)
     if resume: out, args, progress = _resumed(out, args)
     else: out = run_dir('train', out)
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}
-    for k, v in SHAPES_RECIPE.items():
-        if args.get(k) is None: args[k] = v
+    rcp = recipe(args['data'], args['weights'])
+    for k, v in rcp.items():
+        if k in args and args[k] is None: args[k] = v
+    if args['size'] is None: args['size'] = default_size(args['arch'])
     a = SimpleNamespace(**args)
     dev = pick_device(device)
-    dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, workers, dev)
+    wkw = weights_kwargs(a.arch, a.weights)  # checked before reading the data
+    dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, workers, dev, batch_tfms=aug_tfms(a.aug))
+    n_procs = dist.get_world_size() if dist.is_initialized() else 1
+    if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epochs'])
     out.mkdir(parents=True, exist_ok=True)
     if not resume and is_rank0(): (out/'args.json').write_text(json.dumps(args, indent=1))
-    n_procs = dist.get_world_size() if dist.is_initialized() else 1
     print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
           f"{a.bs * n_procs} in all; lr as given)" if n_procs > 1 else '') + f", run folder {out}")
     print(data_summary(dls, info, verbose))
+    print(recipe_summary(a, len(dls.train_ds), n_procs))
     every = validate_every_epoch(len(dls.train_ds), len(dls.valid_ds), a.validate)
     print(f"validation: {'after every epoch' if every else 'after the last epoch'}" +
           ('' if a.validate else f" ({len(dls.valid_ds)} validation images {'<=' if every else '>'} half of {len(dls.train_ds)} training images; --validate every|last decides)"))
-    kw = {} if a.weights is None else dict(weights=a.weights)  # resumed: built the same way (which layers are new), then its state loaded
-    learn = make_learner(dls, a.arch, pretrained=a.pretrained, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, **kw)
-    fine_tune = a.pretrained or a.weights is not None
+    # resumed: built the same way (which layers are new), then its state loaded
+    learn = pretrained_learner(dls, a.arch, a.weights, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, ema=_ema(a.ema))
+    fine_tune = a.weights != 'none'
     phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
     if resume:
         learn.load('last', with_opt=True)
@@ -253,6 +349,7 @@ def train(
         with learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
             _fit(learn, a.epochs, lr, fine_tune, cbs, out, phase, done, best=every)
     except KeyboardInterrupt:
+        if getattr(learn, 'ema', None) is not None: learn.ema.keep_average()
         if is_rank0(): save_detector(learn, out/'model.pth')
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
               f"with: fastdet train --resume --out {out}", file=sys.stderr)
