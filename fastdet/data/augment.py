@@ -334,7 +334,7 @@ class DetFlip(DetAffine):
 def ssd_aug_transforms(
     photometric:bool=True, # SSD's photometric distortion (`PhotometricDistort`)
     zoom_out:bool=True, # Zoom-out onto a canvas of `fill` (`ZoomOut`)
-    max_zoom:float=4., # Largest canvas side over the image side
+    side_range:tuple=(1., 4.), # Range of the zoom-out's canvas side over the image side
     iou_crop:bool=True, # The min-IoU random crop (`IoUCrop`)
     flip:bool=True, # Horizontal flip with probability 0.5 (`DetFlip`)
     fill:tuple=SSD_MEAN, # Canvas colour, RGB in [0, 1]
@@ -342,7 +342,7 @@ def ssd_aug_transforms(
 )->list:
     "SSD's training augmentation as fastai batch transforms (torchvision's `ssd` reference policy), for `batch_tfms`."
     tfms = [PhotometricDistort()] if photometric else []
-    ops = ([ZoomOut(fill=fill, side_range=(1., max_zoom))] if zoom_out else []) + ([IoUCrop()] if iou_crop else []) + ([DetFlip()] if flip else [])
+    ops = ([ZoomOut(fill=fill, side_range=side_range)] if zoom_out else []) + ([IoUCrop()] if iou_crop else []) + ([DetFlip()] if flip else [])
     return tfms + ([DetAffine(*ops, mode=mode)] if ops else [])
 
 def dropped_boxes(
