@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import store_attr
-from fasttransform import Transform
 from fastai.torch_core import TensorImage, TensorMultiCategory
 from fastai.data.core import DataLoaders
 from fastai.vision.core import TensorBBox
@@ -21,6 +20,11 @@ from ..boxes import bbox_to_pixels, pixels_to_bbox, is_padding
 # %% auto #0
 __all__ = ['SSD_MEAN', 'distort_colors', 'PhotometricDistort', 'DetAffine', 'ZoomOut', 'IoUCrop', 'DetFlip', 'ssd_aug_transforms',
            'dropped_boxes']
+
+# %% ../../nbs/05_data.augment.ipynb #c031
+# The draws and box rules below reproduce torchvision's `transforms.v2` `RandomPhotometricDistort`, `RandomZoomOut`,
+# `RandomIoUCrop` and `RandomHorizontalFlip` (BSD-3-Clause, the PyTorch team; after the SSD paper, Liu et al. 2016,
+# and its Caffe code) as batched tensor operations on fastai batches.
 
 # %% ../../nbs/05_data.augment.ipynb #c007
 def _v(t:Tensor)->Tensor: return t.view(-1, 1, 1, 1)
@@ -111,7 +115,7 @@ class PhotometricDistort(RandTransform):
     def apply(self, b, params:dict):
         "Batch `b` distorted with the given draws (as `draw` returns them): for tests and reproductions."
         self.params = params
-        return Transform.__call__(self, b, split_idx=self.split_idx)
+        return super(RandTransform, self).__call__(b, split_idx=self.split_idx)  # no new draw
 
     def encodes(self, x:TensorImage): return TensorImage(distort_colors(x, **self.params))
 
@@ -194,7 +198,7 @@ class DetAffine(RandTransform):
     def apply(self, b, *params:dict):
         "Batch `b` transformed with the given parameters, one dict per op (`None`: drawn): for tests and reproductions."
         self._setup(b, list(params) + [None] * (len(self.ops) - len(params)))
-        return Transform.__call__(self, b, split_idx=self.split_idx)
+        return super(RandTransform, self).__call__(b, split_idx=self.split_idx)  # no new draw
 
     def encodes(self, x:TensorImage):
         if self.identity: return x
