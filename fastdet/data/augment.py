@@ -164,6 +164,9 @@ class DetAffine(RandTransform):
 
     def _setup(self, b, params:list):
         x, boxes, labels = _parts(b)
+        if boxes is not None and labels is None:
+            raise TypeError(f"{type(self).__name__} moves boxes with their labels: it needs the labels as a TensorMultiCategory "
+                            f"(fastai's BBoxLblBlock), the batch holds {[type(t).__name__ for t in b]}")
         st = _box_state(x, boxes, labels)
         self.params = []
         for op, p in zip(self.ops, params):
