@@ -200,6 +200,7 @@ def test_iou_crop_draws_follow_torchvision(photos):
             p = tv.make_params(list(tv_sample(x, bx_)))
             tv_do.append(bool(p)); tv_area.append(p['width'] * p['height'] / S ** 2 if p else 1.)
     ours_area = torch.where(do, ltwh[..., 2] * ltwh[..., 3] / S ** 2, 1.)
+    print(f"crop rate {do.float().mean():.3f} vs torchvision {sum(tv_do) / len(tv_do):.3f}; mean area {ours_area.mean():.3f} vs {sum(tv_area) / len(tv_area):.3f}")
     assert abs(do.float().mean() - sum(tv_do) / len(tv_do)) < .06, (do.float().mean(), sum(tv_do) / len(tv_do))
     assert abs(ours_area.mean() - sum(tv_area) / len(tv_area)) < .05, (ours_area.mean(), sum(tv_area) / len(tv_area))
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import store_attr
-from fasttransform import Transform
 from fastai.torch_core import TensorImage, TensorMultiCategory
 from fastai.data.core import DataLoaders
 from fastai.vision.core import TensorBBox
@@ -21,6 +20,11 @@ from ..boxes import bbox_to_pixels, pixels_to_bbox, is_padding
 # %% auto #0
 __all__ = ['SSD_MEAN', 'distort_colors', 'PhotometricDistort', 'DetAffine', 'ZoomOut', 'IoUCrop', 'DetFlip', 'ssd_aug_transforms',
            'dropped_boxes']
+
+# %% ../../nbs/05_data.augment.ipynb #c031
+# The draws and box rules below reproduce torchvision's `transforms.v2` `RandomPhotometricDistort`, `RandomZoomOut`,
+# `RandomIoUCrop` and `RandomHorizontalFlip` (BSD-3-Clause, the PyTorch team; after the SSD paper, Liu et al. 2016,
+# and its Caffe code) as batched tensor operations on fastai batches.
 
 # %% ../../nbs/05_data.augment.ipynb #c007
 def _v(t:Tensor)->Tensor: return t.view(-1, 1, 1, 1)
@@ -111,7 +115,7 @@ class PhotometricDistort(RandTransform):
     def apply(self, b, params:dict):
         "Batch `b` distorted with the given draws (as `draw` returns them): for tests and reproductions."
         self.params = params
-        return Transform.__call__(self, b, split_idx=self.split_idx)
+        return super(RandTransform, self).__call__(b, split_idx=self.split_idx)  # no new draw
 
     def encodes(self, x:TensorImage): return TensorImage(distort_colors(x, **self.params))
 
@@ -160,6 +164,9 @@ class DetAffine(RandTransform):
 
     def _setup(self, b, params:list):
         x, boxes, labels = _parts(b)
+        if boxes is not None and labels is None:
+            raise TypeError(f"{type(self).__name__} moves boxes with their labels: it needs the labels as a TensorMultiCategory "
+                            f"(fastai's BBoxLblBlock), the batch holds {[type(t).__name__ for t in b]}")
         st = _box_state(x, boxes, labels)
         self.params = []
         for op, p in zip(self.ops, params):
@@ -194,7 +201,7 @@ class DetAffine(RandTransform):
     def apply(self, b, *params:dict):
         "Batch `b` transformed with the given parameters, one dict per op (`None`: drawn): for tests and reproductions."
         self._setup(b, list(params) + [None] * (len(self.ops) - len(params)))
-        return Transform.__call__(self, b, split_idx=self.split_idx)
+        return super(RandTransform, self).__call__(b, split_idx=self.split_idx)  # no new draw
 
     def encodes(self, x:TensorImage):
         if self.identity: return x
@@ -334,7 +341,7 @@ class DetFlip(DetAffine):
 def ssd_aug_transforms(
     photometric:bool=True, # SSD's photometric distortion (`PhotometricDistort`)
     zoom_out:bool=True, # Zoom-out onto a canvas of `fill` (`ZoomOut`)
-    max_zoom:float=4., # Largest canvas side over the image side
+    side_range:tuple=(1., 4.), # Range of the zoom-out's canvas side over the image side
     iou_crop:bool=True, # The min-IoU random crop (`IoUCrop`)
     flip:bool=True, # Horizontal flip with probability 0.5 (`DetFlip`)
     fill:tuple=SSD_MEAN, # Canvas colour, RGB in [0, 1]
@@ -342,7 +349,7 @@ def ssd_aug_transforms(
 )->list:
     "SSD's training augmentation as fastai batch transforms (torchvision's `ssd` reference policy), for `batch_tfms`."
     tfms = [PhotometricDistort()] if photometric else []
-    ops = ([ZoomOut(fill=fill, side_range=(1., max_zoom))] if zoom_out else []) + ([IoUCrop()] if iou_crop else []) + ([DetFlip()] if flip else [])
+    ops = ([ZoomOut(fill=fill, side_range=side_range)] if zoom_out else []) + ([IoUCrop()] if iou_crop else []) + ([DetFlip()] if flip else [])
     return tfms + ([DetAffine(*ops, mode=mode)] if ops else [])
 
 def dropped_boxes(
