@@ -83,7 +83,7 @@ def to_device(learn, device:torch.device):
     learn.dls.to(device); learn.model.to(device)
     return learn
 
-# %% ../nbs/38_commands.ipynb #c012
+# %% ../nbs/38_commands.ipynb #r002
 SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200, weights='none', aug='flip', ema='off')
 # your data: fine-tuning from pretrained weights (fastai's `fine_tune` learning rate), about 300 optimizer steps
 FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epochs=(3, 30), weights='pretrained', aug='ssd', ema='on')
@@ -150,6 +150,7 @@ def pretrained_learner(dls, arch:str, weights:str, **kwargs):
                        f"with --weights none, or give a local checkpoint with --weights FILE (or put the file in "
                        f"{Path(torch.hub.get_dir())/'checkpoints'})") from None
 
+# %% ../nbs/38_commands.ipynb #c012
 def _read(data, fmt, images)->tuple:
     fmt = fmt or detect_format(data)
     return read_records(data, fmt, images), fmt
