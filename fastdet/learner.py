@@ -47,13 +47,14 @@ class CollapseCheck(Callback):
     def before_validate(self):  # after `min_steps`: before, BatchNorm's running statistics still lag (eval-mode outputs barely vary)
         self.tops, self.active = [], getattr(self, 'fitting', False) and self.train_iter >= self.min_steps
     def after_batch(self):
-        if not self.active or sum(len(t) for t in self.tops) >= self.n: return
+        if not getattr(self, 'active', False) or sum(len(t) for t in self.tops) >= self.n: return
         with torch.no_grad(): b, l, s = self.learn.loss_func.activation(self.pred)
         i, r = s.argmax(1), torch.arange(len(s), device=s.device)
         self.tops.append(torch.cat([b[r, i].float(), s[r, i, None].float(), l[r, i, None].float()], 1).cpu())
-    def after_validate(self):
-        if not self.active or not self.tops: return
-        t = torch.cat(self.tops)
+    def after_validate(self):  # (also after a cancelled validation: `before_validate` may not have run)
+        tops, active, self.tops, self.active = getattr(self, 'tops', []), getattr(self, 'active', False), [], False
+        if not active or not tops: return
+        t = torch.cat(tops)
         if len(t) < 4 or (t[:, 5] == 0).all() or not (t[:, 5] == t[0, 5]).all(): return  # too few, no detections, or classes differ
         box_range, score_range = float((t[:, :4].max(0).values - t[:, :4].min(0).values).max()) / 2, float(t[:, 4].max() - t[:, 4].min())
         if box_range <= self.box_tol and score_range <= self.score_tol:
