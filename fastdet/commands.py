@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import contextlib, inspect, io, itertools, json, socket, sys, time, urllib.error, warnings
+import contextlib, inspect, io, itertools, json, signal, socket, sys, threading, time, urllib.error, warnings
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -32,8 +32,8 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device',
            'recipe', 'recipe_epochs', 'default_size', 'weights_kwargs', 'pretrained_learner', 'train_dls',
-           'data_summary', 'validate_every_epoch', 'SaveProgress', 'RunLog', 'aug_tfms', 'recipe_summary', 'train',
-           'load_model', 'predict', 'export', 'evaluate_model']
+           'data_summary', 'validate_every_epoch', 'SaveProgress', 'CtrlC', 'RunLog', 'aug_tfms', 'recipe_summary',
+           'train', 'load_model', 'predict', 'export', 'evaluate_model']
 
 # %% ../nbs/38_commands.ipynb #c005
 class CLIError(Exception):
@@ -226,6 +226,18 @@ class SaveProgress(Callback):
         ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
         if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
 
+class CtrlC(Callback):
+    "Ctrl-C stops training after the current batch: the signal only sets a flag, since a `KeyboardInterrupt` raised inside a finalizer (e.g. while the `DataLoader` forks its workers) is swallowed and training went on."
+    def __init__(self): self.hit, self.old = False, None
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread(): self.old = signal.signal(signal.SIGINT, self._hit)
+        return self
+    def __exit__(self, *exc):
+        if self.old is not None: signal.signal(signal.SIGINT, self.old)
+    def _hit(self, signum, frame): self.hit = True
+    def after_batch(self):
+        if self.hit: raise KeyboardInterrupt
+
 class RunLog(CSVLogger):
     "fastai's `CSVLogger` writing every fit of a run (fine-tuning's frozen and unfrozen phases, a resumed run) into one `results.csv` with one header."
     def __init__(self, fname='results.csv'): super().__init__(fname, append=True)
@@ -345,9 +357,10 @@ def train(
         lr = from_rank0(suggestion)
         print(f"lr_find suggests lr={lr:.2e}")
     if not resume and is_rank0(): (out/'results.csv').unlink(missing_ok=True)
-    cbs = ([RunLog()] if is_rank0() else []) + ([] if every else [ValidateLastEpoch()])
+    ctrl_c = CtrlC()
+    cbs = ([RunLog()] if is_rank0() else []) + ([] if every else [ValidateLastEpoch()]) + [ctrl_c]
     try:
-        with learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
+        with ctrl_c, learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
             _fit(learn, a.epochs, lr, fine_tune, cbs, out, phase, done, best=every)
     except KeyboardInterrupt:
         if getattr(learn, 'ema', None) is not None: learn.ema.keep_average()
