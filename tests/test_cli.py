@@ -123,8 +123,8 @@ def test_interrupt_saves_and_resume_finishes(tmp_path):
     import signal, time
     out = tmp_path/'run'
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
-    # no worker processes: a SIGINT that lands while the DataLoader forks its workers is swallowed by Python's at-fork
-    # handlers ("Exception ignored in _releaseLock"), and the run would go on to the end
+    # (fastdet train's `CtrlC` turns SIGINT into a flag read after each batch: a KeyboardInterrupt raised inside a finalizer
+    # or an at-fork handler was swallowed and the run went on; no worker processes keeps this test quick)
     p = subprocess.Popen([str(EXE), 'train', '--n', '60', '--size', '64', '--epochs', '6', '--bs', '8', '--workers', '0', '--out', str(out)],
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     t0 = time.time()
