@@ -32,9 +32,10 @@ from .losses.efficientdet import EffDetLoss
 from .ema import add_ema
 
 # %% auto #0
-__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'CollapseCheck', 'DetLearner', 'draw_boxes',
-           'add_normalize', 'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner',
-           'efficientdet_learner', 'save_detector', 'load_detector', 'make_learner', 'ValidateLastEpoch', 'images_dl']
+__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'CollapseCheck', 'ChannelsLastInference', 'DetLearner',
+           'draw_boxes', 'add_normalize', 'check_batch_norm', 'ssd_learner', 'efficientdet_stats',
+           'EfficientDetLearner', 'efficientdet_learner', 'save_detector', 'load_detector', 'make_learner',
+           'ValidateLastEpoch', 'images_dl']
 
 # %% ../nbs/20_learner.ipynb #k002
 class CollapseCheck(Callback):
@@ -63,6 +64,19 @@ class CollapseCheck(Callback):
                           f"the same box within {box_range:.1%} of the image). Fine-tune from pretrained weights (`fastdet train`'s default), "
                           f"or train longer with augmentation.", stacklevel=2)
 
+# %% ../nbs/20_learner.ipynb #c0cl
+class ChannelsLastInference(Callback):
+    "Predict on the CPU in channels-last memory format (model and batches): oneDNN's convolutions run 1.5-2x faster; the model's own format is restored after. Does nothing on a GPU."
+    order = -1  # before the callbacks that read the batch
+    def before_validate(self):
+        p = next((p for p in self.model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1), None)
+        self.active = p is not None and p.device.type == 'cpu' and not p.is_contiguous(memory_format=torch.channels_last)
+        if self.active: self.model.to(memory_format=torch.channels_last)
+    def before_batch(self):
+        if self.active: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)
+    def after_validate(self):
+        if self.active: self.model.to(memory_format=torch.contiguous_format)
+
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
     "A fastai `Learner` for detection: `predict` in the original image's pixels, `show_results` beside the ground truth."
@@ -78,7 +92,7 @@ class DetLearner(Learner):
         if not isinstance(item, (Path, DetRecord, DetImage)): item = DetImage.create(item)  # in memory: after the type transforms
         dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0)
         img = dl.dataset[0][0]  # after the type transforms: the image as given
-        _, _, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True)
+        _, _, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True, cbs=[ChannelsLastInference()])
         boxes, labels, scores = unpad(*dec)[0]
         px = detections_to_pixels(boxes, tuple(img.shape[-2:]) if isinstance(img, Tensor) else img.shape, input_resize(dl))
         return px, [self.dls.vocab[int(i)] for i in labels], scores
@@ -402,5 +416,5 @@ def predict_batch(self:DetLearner,
     def _keep(i, dets):
         out[i] = dets
         if on_image is not None: on_image(i, dets)
-    self.get_preds(dl=dl, reorder=False, with_preds=False, with_targs=False, cbs=[_StreamDetections(input_resize(dl), self.dls.vocab, _keep)])
+    self.get_preds(dl=dl, reorder=False, with_preds=False, with_targs=False, cbs=[ChannelsLastInference(), _StreamDetections(input_resize(dl), self.dls.vocab, _keep)])
     return out
