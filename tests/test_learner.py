@@ -14,7 +14,7 @@ from fastdet.data.records import DetRecord
 from fastdet.data.core import DetDataLoaders, det_block
 from fastdet.data.shapes import make_shapes, SHAPE_CLASSES
 from fastdet.models.ssd import ssd_split
-from fastdet.learner import DetLearner, ssd_learner, ValidateLastEpoch
+from fastdet.learner import DetLearner, ssd_learner, ValidateLastEpoch, ChannelsLastInference
 from fastdet.losses.ssd import MultiBoxLoss
 
 def _threads():
@@ -36,7 +36,8 @@ def test_predict_in_original_pixels_and_export_round_trip(small_dls, tmp_path):
     assert boxes.ndim == 2 and boxes.shape[1] == 4 and boxes.dtype == torch.float32
     assert len(labels) == len(scores) == len(boxes) > 0 and set(labels) <= set(small_dls.vocab[1:])
     # the same detections as get_preds on the validation set, mapped from the 64px input to the 96px image
-    _, _, dec = learn.get_preds(dl=small_dls.valid.new(shuffle=False, drop_last=False), with_decoded=True)
+    # (in predict's channels-last memory format: the default one's last bits differ)
+    _, _, dec = learn.get_preds(dl=small_dls.valid.new(shuffle=False, drop_last=False), with_decoded=True, cbs=[ChannelsLastInference()])
     b0, l0, s0 = unpad(*dec)[0]
     torch.testing.assert_close(boxes, bbox_to_pixels(b0, rec.hw), atol=1e-3, rtol=0)
     torch.testing.assert_close(scores, s0)
