@@ -1,5 +1,5 @@
 "fastdet's torchvision layouts load torchvision's SSD checkpoints exactly: same outputs, default boxes and detections."
-import tempfile, pickle, warnings
+import copy, tempfile, pickle, warnings
 from pathlib import Path
 import pytest
 import torch
@@ -70,6 +70,7 @@ def test_predict_equals_torchvision_on_real_images(name, checkpoints, coco_from_
                                    num_workers=0, check_images=False)
     learn = ssd_learner(dls, name, pretrained=False, weights='coco')
     worst = dict(box=0., score=0.)
+    tv = copy.deepcopy(tv).to(memory_format=torch.channels_last)  # predict's memory format on the CPU: the same kernels, bit for bit
     for rec in list(dls.valid.items)[:4]:
         boxes, labels, scores = learn.predict(rec.file)
         x = torch.from_numpy(np.asarray(DetResize(size)(DetImage.create(rec.file)))).permute(2, 0, 1).float() / 255
