@@ -9,6 +9,8 @@ Measures, in one run on the same images (at each model's size):
   transform, fed the same decoded images in batches of the same size;
 - onnxruntime (CPU) vs PyTorch eager on the exported SSDLite (the same `[B, 3, 320, 320]` batches, decoding and NMS
   included in both);
+- the network alone (channels-last on the CPU, as `predict` runs it) on the same batches and one image a pass: the most
+  batching can give on this machine (on a 2-core CPU the network's own cost dominates the per-image loop);
 - peak RSS of the batched run (`predict_files`, bs 32) in a child process.
 Random weights give every anchor a score near 1/81 (1/91 for torchvision's), above the torchvision layouts' score
 threshold of 0.001: every model would then spend its time in NMS over 24,000 candidates per image, which no trained
@@ -94,6 +96,18 @@ def main():
     # onnxruntime vs PyTorch eager, the exported module on the same [B, 3, 320, 320] batches in [0, 1]
     x = torch.stack([pil_to_tensor(open_image(f).resize((320, 320))) for f in files]).float() / 255
     batches = [x[i:i + a.bs] for i in range(0, len(x), a.bs)]
+    # the most batching can give on this machine: the network alone (as predict runs it: channels-last on the CPU), a batch
+    # of --bs a pass vs one image a pass; no reading, resizing or decoding
+    from fastai.data.transforms import Normalize
+    nrm = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)][0]
+    fmt = dict(memory_format=torch.channels_last) if x.device.type == 'cpu' else {}
+    xn = [((b - nrm.mean) / nrm.std).contiguous(**fmt) for b in batches]
+    net = learn.model.eval().to(**fmt)
+    with torch.no_grad():
+        net(xn[0])
+        res['network alone, batched'] = _rate(len(x), lambda: [net(b) for b in xn])
+        res['network alone, 1 image a pass'] = _rate(a.loop_n, lambda: [net(b[None]) for b in torch.cat(xn)[:a.loop_n]])
+    net.to(memory_format=torch.contiguous_format)
     m = export_module(learn)
     with tempfile.TemporaryDirectory() as d:
         det = load_onnx(export_onnx(learn, Path(d)/'ssdlite.onnx'))
@@ -106,6 +120,8 @@ def main():
     for k, v in res.items(): print(f"{k:34s} {v:8.1f} images/s")
     r = lambda a_, b_: res[a_] / res[b_]
     print(f"batched / per-image loop:      {r('predict_files (batched)', 'learn.predict loop'):.2f}x   (target >= 3)")
+    print(f"  the network alone, batched / per-image loop: {r('network alone, batched', 'learn.predict loop'):.2f}x (the most batching "
+          f"could give here); batched / 1 image a pass: {r('network alone, batched', 'network alone, 1 image a pass'):.2f}x")
     print(f"batched / torchvision batched: {r('predict_files (batched)', 'torchvision ssdlite (batched)'):.2f}x   (target >= 1.0)")
     print(f"onnxruntime / PyTorch eager:   {r('onnxruntime CPU', 'PyTorch eager (exported module)'):.2f}x   (target >= 1.5)")
     out = subprocess.run([sys.executable, __file__, '--peak-rss-child', '--n', str(a.n), '--bs', '32', '--workers', str(a.workers), '--score-thresh', str(a.score_thresh)],
