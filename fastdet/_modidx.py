@@ -578,4 +578,5 @@ d = { 'settings': { 'branch': 'main',
                                     'fastdet.models.ssd.mobilenetv3_ssdlite': ( 'models.ssd.html#mobilenetv3_ssdlite',
                                                                                 'fastdet/models/ssd.py'),
                                     'fastdet.models.ssd.ssd_checkpoint': ('models.ssd.html#ssd_checkpoint', 'fastdet/models/ssd.py'),
+                                    'fastdet.models.ssd.ssd_coco_archs': ('models.ssd.html#ssd_coco_archs', 'fastdet/models/ssd.py'),
                                     'fastdet.models.ssd.ssd_split': ('models.ssd.html#ssd_split', 'fastdet/models/ssd.py')}}}

@@ -20,7 +20,7 @@ from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders, input_resize
 from .data.augment import ssd_aug_transforms
-from .models.ssd import ssd_configs, _COCO_WEIGHTS
+from .models.ssd import ssd_configs, ssd_coco_archs
 from .models.efficientdet import efficientdet_archs, efficientdet_config
 from .learner import make_learner, ValidateLastEpoch, save_detector, load_detector
 from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
@@ -114,7 +114,7 @@ def default_size(arch:str)->int:
     if arch in efficientdet_archs(): return max(efficientdet_config(arch).image_size)
     return 320
 
-def _has_coco(arch:str)->bool: return arch in efficientdet_archs() or arch in _COCO_WEIGHTS
+def _has_coco(arch:str)->bool: return arch in efficientdet_archs() or arch in ssd_coco_archs()
 
 def weights_kwargs(
     arch:str, # The architecture
@@ -127,7 +127,7 @@ def weights_kwargs(
     if weights == 'imagenet': return dict(pretrained=False, pretrained_backbone=True) if effdet else dict(pretrained=True)
     if weights == 'coco':
         if not _has_coco(arch): raise CLIError(f"--weights coco: no COCO weights for {arch} (torchvision has them for "
-                                               f"{', '.join(_COCO_WEIGHTS)}; effdet for its architectures): use --weights imagenet")
+                                               f"{', '.join(ssd_coco_archs())}; effdet for its architectures): use --weights imagenet")
         return dict(pretrained=True) if effdet else dict(pretrained=False, weights='coco')
     if not Path(weights).is_file(): raise CLIError(f"--weights {weights}: no such file (pretrained, coco, imagenet, none or a checkpoint file)")
     return dict(pretrained=False, weights=weights)

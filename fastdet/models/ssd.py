@@ -23,7 +23,7 @@ from ..anchors.ssd import default_boxes, linear_scales, n_boxes_per_cell
 # %% auto #0
 __all__ = ['ssd_configs', 'L2Norm', 'VGG16Backbone', 'VGG16Neck', 'ResNetBackbone', 'MobileNetV2Backbone', 'TimmBackbone',
            'StagedFeatures', 'mobilenetv3_ssdlite', 'NoNeck', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd',
-           'ssd_checkpoint', 'load_ssd_weights', 'ssd_split']
+           'ssd_coco_archs', 'ssd_checkpoint', 'load_ssd_weights', 'ssd_split']
 
 # %% ../../nbs/12_models.ssd.ipynb #c005
 class L2Norm(nn.Module):
@@ -335,6 +335,10 @@ def create_ssd(
 
 # %% ../../nbs/12_models.ssd.ipynb #n016
 _COCO_WEIGHTS = {'ssd300_vgg16': 'SSD300_VGG16_Weights', 'ssdlite320_mobilenet_v3_large': 'SSDLite320_MobileNet_V3_Large_Weights'}
+
+def ssd_coco_archs()->list:
+    "The SSD architectures with COCO detector weights (torchvision's): `weights='coco'` loads them."
+    return list(_COCO_WEIGHTS)
 
 def ssd_checkpoint(
     name:str, # The architecture the weights are for
