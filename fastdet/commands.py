@@ -86,9 +86,9 @@ def to_device(learn, device:torch.device):
 # %% ../nbs/38_commands.ipynb #r002
 SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200, weights='none', aug='flip', ema='off')
 # your data: fine-tuning from pretrained weights (fastai's `fine_tune` learning rate), about 300 optimizer steps
-FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epochs=(3, 30), weights='pretrained', aug='ssd', ema='on')
+FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epochs=(3, 30), weights='pretrained', aug='ssd', ema='off')
 # your data, `--weights none`: from scratch needs many more steps (torchvision trains SSDLite from scratch for 600 COCO epochs)
-SCRATCH_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=5e-3, steps=2000, epochs=(10, 300), weights='none', aug='ssd', ema='on')
+SCRATCH_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=5e-3, steps=2000, epochs=(10, 300), weights='none', aug='ssd', ema='off')
 
 def recipe(
     data=None, # The training data; `None`: the built-in shapes dataset

@@ -1,5 +1,5 @@
 "fastdet's torchvision layouts load torchvision's SSD checkpoints exactly: same outputs, default boxes and detections."
-import copy, tempfile, pickle, warnings
+import copy, pickle, warnings
 from pathlib import Path
 import pytest
 import torch
@@ -17,10 +17,10 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 BUILDERS = {'ssd300_vgg16': ssd300_vgg16, 'ssdlite320_mobilenet_v3_large': ssdlite320_mobilenet_v3_large}
 
 @pytest.fixture(scope='module')
-def checkpoints():
+def checkpoints(tmp_path_factory):
     "torchvision's own COCO-layout models (untrained, no download), batch norm statistics made non-trivial, saved to files."
     torch.manual_seed(0)
-    d = Path(tempfile.mkdtemp())
+    d = tmp_path_factory.mktemp('checkpoints')  # pytest's: removed with its old runs, not left in /tmp (150 MB)
     out = {}
     for name, build in BUILDERS.items():
         tv = build(weights=None, weights_backbone=None, num_classes=91)
