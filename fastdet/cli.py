@@ -27,7 +27,7 @@ def fastdet_train(
     epochs:int=None, # Epochs (default: about 300 optimizer steps when fine-tuning, 2000 from scratch; built-in data: 5)
     lr:float=None, # Learning rate, the one-cycle maximum (default: 2e-3 fine-tuning, 5e-3 from scratch; built-in data: 1e-2)
     aug:str=None, # Training augmentation: ssd (photometric, zoom out, min-IoU crop, flip), flip or none (default: ssd; built-in data: flip)
-    ema:str=None, # Weight EMA: on, off or a decay such as 0.9998 (default: on; built-in data: off)
+    ema:str=None, # Weight EMA: on, off or a decay such as 0.9998 (default: off; `--ema on` uses decay 0.9998)
     lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
     validate:str=None, # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
