@@ -85,10 +85,9 @@ def test_scratch_recipe_learns_on_real_photos(data_dir):
     own 160/40 split, `ssdlite320_mobilenet_v3_large` at 320, 50 optimizer steps (about 2 minutes here): COCO AP50 >=
     0.40 on the 40 validation photos; a random network scores about 0. Measured: AP50 0.452 after 50 steps; AP 0.195 /
     AP50 0.546 after 150; AP 0.269 / AP50 0.650 after 300 (torchvision's reference recipe: 0.226 / 0.650,
-    `benchmarks/learning.py`). One constant box, the
-    training boxes' median, scores AP 0.166 / AP50 0.589 on this set, and after 50 steps the network is still close to
-    that (`CollapseCheck` warns): 50 steps from scratch learn little more than where raccoons usually are, which is why
-    fastdet fine-tunes pretrained weights by default."""
+    `benchmarks/learning.py`). One constant box, the training boxes' median, scores AP 0.166 / AP50 0.589 on this set,
+    and after 50 steps the network is still close to that (`CollapseCheck` warns): 50 steps from scratch learn little
+    more than where raccoons usually are, which is why fastdet fine-tunes pretrained weights by default."""
     from fastdet.data.readers import read_records
     from fastdet.data.core import DetDataLoaders
     from fastdet.learner import make_learner
