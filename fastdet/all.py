@@ -1,4 +1,5 @@
 "Everything a user needs: `from fastdet.all import *`."
+from .files import *
 from .boxes import *
 from .data.records import *
 from .data.shapes import *

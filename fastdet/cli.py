@@ -11,7 +11,8 @@ from fastcore.script import anno_parser, store_true
 import fastdet
 
 # %% auto #0
-__all__ = ['COMMANDS', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_export', 'usage', 'parser', 'main']
+__all__ = ['COMMANDS', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_export', 'usage', 'parser', 'one_line',
+           'main']
 
 # %% ../nbs/40_cli.ipynb #c006
 def fastdet_train(
@@ -24,7 +25,8 @@ def fastdet_train(
     weights:str=None, # pretrained (COCO where the architecture has them, else ImageNet), coco, imagenet, none (from scratch) or a checkpoint file (default: pretrained; built-in data: none)
     size:int=None, # Input size (default: the architecture's, e.g. 320; built-in data: 160)
     bs:int=None, # Batch size (default: 16)
-    epochs:int=None, # Epochs (default: about 300 optimizer steps when fine-tuning, 2000 from scratch; built-in data: 5)
+    epochs:int=None, # Epochs (default: about 300 optimizer steps when fine-tuning, 3 to 30 epochs; 2000 from scratch, 10 to 300 epochs; built-in data: 5)
+    max_steps:int=None, # At most N optimizer steps in all, the schedule fitted to them: a quick trial of the whole run (default: no cap)
     lr:float=None, # Learning rate, the one-cycle maximum (default: 2e-3 fine-tuning, 5e-3 from scratch; built-in data: 1e-2)
     aug:str=None, # Training augmentation: ssd (photometric, zoom out, min-IoU crop, flip), flip or none (default: ssd; built-in data: flip)
     ema:str=None, # Weight EMA: on, off or a decay such as 0.9998 (default: off; `--ema on` uses decay 0.9998)
@@ -33,7 +35,8 @@ def fastdet_train(
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
     workers:int=None, # Data loading processes (default: fastai's, one per core)
     procs:int=1, # Train in N processes (fastai's DDP through Accelerate): one per GPU, or N sharing the CPU; --bs is per process
-    out:str=None, # Run folder (default: runs/train, runs/train2, ...)
+    out:str=None, # Run folder (default: runs/train, runs/train2, ...); a folder holding files is refused without --exist-ok
+    exist_ok:store_true=False, # Write into --out even if it holds files (they are replaced)
     resume:store_true=False, # Continue the interrupted run in --out (default: the latest) from its last finished epoch, with its own arguments
     pickle:store_true=False, # Also write model.pkl (fastai's `export`: loading it unpickles, i.e. runs code)
     verbose:store_true=False, # List the files behind each repair of the data check
@@ -43,24 +46,27 @@ def fastdet_train(
     "Train a detector and print the COCO statistics of its validation set"
     from .commands import train
     train(data, format, arch, size, bs, epochs, lr, lr_find, n, seed, out, validate=validate, weights=weights, images=images, aug=aug, ema=ema,
-          valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose, procs=procs)
+          valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose, procs=procs,
+          max_steps=max_steps, exist_ok=exist_ok)
 
 def fastdet_predict(
-    model:str, # Model file of fastdet train (model.pth; a pickled model.pkl; or the model.onnx of fastdet export)
+    model:str, # Model file of fastdet train (model.pth; or the model.onnx of fastdet export)
     *images:str, # Image files or folders
     score_thresh:float=0.3, # Detections kept from this score on
     save_images:store_true=False, # Also write each image with its detections drawn (images/)
     bs:int=16, # Batch size
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available; an .onnx model runs on onnxruntime's CPU provider)
     workers:int=None, # Processes reading the images (default: fastai's, one per core)
-    out:str=None, # Output folder (default: runs/predict, runs/predict2, ...)
+    out:str=None, # Output folder (default: runs/predict, runs/predict2, ...); a folder holding files is refused without --exist-ok
+    exist_ok:store_true=False, # Write into --out even if it holds files
+    unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
 ):
     "Detect objects in image files and folders, in batches: COCO-results JSON (and annotated images)"
     from .commands import predict
-    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images)
+    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
 
 def fastdet_eval(
-    model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
+    model:str, # Model file of fastdet train (model.pth)
     data:str, # COCO json, VOC folder, YOLO yaml/folder or CSV
     format:str=None, # Data format, recognised when not given
     images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
@@ -69,22 +75,25 @@ def fastdet_eval(
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
     workers:int=None, # Data loading processes (default: fastai's, one per core)
     procs:int=1, # Evaluate in N processes (one per GPU, or N sharing the CPU): the same statistics as one
-    out:str=None, # Output folder (default: runs/eval, runs/eval2, ...)
+    out:str=None, # Output folder (default: runs/eval, runs/eval2, ...); a folder holding files is refused without --exist-ok
+    exist_ok:store_true=False, # Write into --out even if it holds files
+    unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
 ):
     "The COCO statistics (and VOC mAP) of a saved model on a dataset"
     from .commands import evaluate_model
-    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs)
+    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
 
 # %% ../nbs/40_cli.ipynb #c006b
 def fastdet_export(
-    model:str, # Model file of fastdet train (model.pth; or a pickled model.pkl)
+    model:str, # Model file of fastdet train (model.pth)
     format:str='onnx', # Export format: onnx (decoding and NMS inside the graph; needs `pip install "fastdet[onnx]"`)
     out:str=None, # The file to write (default: MODEL with the format's extension)
-    opset:int=17, # ONNX opset
+    opset:int=17, # ONNX opset (11 to 21)
+    unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
 ):
     "Export a trained model for deployment (ONNX, run by onnxruntime)"
     from .commands import export
-    export(model, format, out, opset)
+    export(model, format, out, opset, unsafe_pickle=unsafe_pickle)
 
 # %% ../nbs/40_cli.ipynb #c008
 COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']),
@@ -105,6 +114,12 @@ def parser(cmd:str):
     p.epilog = "other commands: " + ', '.join(c for c in COMMANDS if c != cmd) + "; `fastdet --help` lists them."
     return p
 
+def one_line(e:BaseException)->str:
+    "The message of `e` on one line: its first line, or, when that ends in ':' (a list follows), the first line with the first item."
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+    if not lines: return type(e).__name__
+    return f"{lines[0]} {lines[1]}" + (f" (and {len(lines) - 2} more lines)" if len(lines) > 2 else '') if lines[0].endswith(':') and len(lines) > 1 else lines[0]
+
 def main(argv=None)->int:
     "Entry point of the `fastdet` console script: parse, then run the command (importing torch only then)."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -123,7 +138,7 @@ def main(argv=None)->int:
     except KeyboardInterrupt: return 130
     except Exception as e:
         if os.environ.get('FASTDET_DEBUG'): raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = one_line(e)
         print(f"fastdet {cmd}: error: {msg}", file=sys.stderr)
         return 1
     return 0

@@ -6,13 +6,14 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import contextlib, inspect, io, itertools, json, signal, socket, sys, threading, time, urllib.error, warnings
+import contextlib, inspect, io, itertools, json, math, os, signal, socket, sys, threading, time, urllib.error, warnings
 from types import SimpleNamespace
 from pathlib import Path
 import torch
 from fastai.learner import load_learner
 from fastai.vision.augment import Flip
-from fastai.callback.core import Callback
+from fastai.data.transforms import RandomSplitter
+from fastai.callback.core import Callback, CancelTrainException
 from fastai.callback.progress import CSVLogger
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
@@ -22,18 +23,20 @@ from .data.core import DetDataLoaders, input_resize
 from .data.augment import ssd_aug_transforms
 from .models.ssd import ssd_configs, ssd_coco_archs
 from .models.efficientdet import efficientdet_archs, efficientdet_config
-from .learner import make_learner, ValidateLastEpoch, save_detector, load_detector
+from .learner import make_learner, ValidateLastEpoch, NoValidation, save_detector, load_detector, read_detector, load_training_state, MAX_SIZE
+from .files import atomic_path, write_json
 from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
 from .interpret import DetInterpretation, save_results
 from .distrib import launch, is_rank0, from_rank0, alone
-from .deploy import predict_files, export_onnx, load_onnx
+from .deploy import predict_files, export_onnx, load_onnx, image_files
 import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device',
-           'recipe', 'recipe_epochs', 'default_size', 'weights_kwargs', 'pretrained_learner', 'train_dls',
-           'data_summary', 'validate_every_epoch', 'SaveProgress', 'CtrlC', 'RunLog', 'aug_tfms', 'recipe_summary',
-           'train', 'load_model', 'predict', 'export', 'evaluate_model']
+           'recipe', 'recipe_epochs', 'default_size', 'weights_kwargs', 'weights_arch', 'pretrained_learner',
+           'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress', 'StepCap', 'CtrlC', 'RunLog',
+           'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap', 'train', 'load_model',
+           'predict', 'export', 'evaluate_model']
 
 # %% ../nbs/38_commands.ipynb #c005
 class CLIError(Exception):
@@ -42,19 +45,36 @@ class CLIError(Exception):
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
     kind:str, # 'train', 'predict' or 'eval'
-    out=None, # The folder asked for (`--out`): used as given
+    out=None, # The folder asked for (`--out`)
     root='runs', # Where numbered run folders go
+    exist_ok:bool=False, # Write into `out` even if it already holds files (`--exist-ok`)
 )->Path:
-    "`out` if given, else the first free folder of `root/kind`, `root/kind2`, `root/kind3`, ... (ultralytics' numbering)."
-    if out is not None: return Path(out)
-    for i in itertools.count(1):
+    "A run folder, made now: `out` (refused if it already holds files, unless `exist_ok`), else the first free of `root/kind`, `root/kind2`, ... (ultralytics' numbering), claimed atomically."
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir(): raise CLIError(f"--out {out}: a file, not a folder")
+        try: out.mkdir(parents=True)  # atomic: of two runs given the same new folder, one gets it
+        except FileExistsError:
+            held = sorted(p.name for p in out.iterdir())
+            if held and not exist_ok:
+                raise CLIError(f"--out {out}: already holds {', '.join(held[:4])}{' ...' if len(held) > 4 else ''}: give a new folder "
+                               f"(or none: the next {root}/{kind}N), or add --exist-ok to write into it, replacing its files")
+        except OSError as e: raise CLIError(f"--out {out}: can't make this folder ({e.strerror})") from None
+        return out
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for i in itertools.count(1):  # `mkdir` fails if another run made the folder first: two runs started together never share one
         p = Path(root)/(kind if i == 1 else f"{kind}{i}")
-        if not p.exists(): return p
+        try: p.mkdir(); return p
+        except FileExistsError: continue
+
+def _finished(progress:dict)->bool:
+    "Whether the `progress.json` of a run says it trained all its epochs."
+    return bool(progress.get('finished')) or (progress.get('phase') != 'frozen' and progress.get('epoch', 0) >= progress.get('n_epoch', 1))
 
 def last_run(kind:str='train', root='runs')->Path:
-    "The most recent run folder of `kind` that holds an interrupted training (`progress.json`), for `--resume` without `--out`."
-    runs = [p for p in Path(root).glob(f'{kind}*') if (p/'progress.json').is_file()]
-    if not runs: raise CLIError(f"{root}: no interrupted run to resume (no {root}/{kind}*/progress.json): give --out FOLDER")
+    "The most recent run folder of `kind` that holds an interrupted training (`progress.json`, not finished), for `--resume` without `--out`."
+    runs = [p for p in Path(root).glob(f'{kind}*') if (p/'progress.json').is_file() and not _finished(json.loads((p/'progress.json').read_text()))]
+    if not runs: raise CLIError(f"{root}: no interrupted run to resume (no unfinished {root}/{kind}*/progress.json): give --out FOLDER")
     return max(runs, key=lambda p: (p/'progress.json').stat().st_mtime)
 
 # %% ../nbs/38_commands.ipynb #c009
@@ -86,15 +106,15 @@ def to_device(learn, device:torch.device):
 # %% ../nbs/38_commands.ipynb #r002
 SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200, weights='none', aug='flip', ema='off')
 # your data: fine-tuning from pretrained weights (fastai's `fine_tune` learning rate), about 300 optimizer steps
-FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epochs=(3, 30), weights='pretrained', aug='ssd', ema='off')
+FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epoch_range=(3, 30), weights='pretrained', aug='ssd', ema='off')
 # your data, `--weights none`: from scratch needs many more steps (torchvision trains SSDLite from scratch for 600 COCO epochs)
-SCRATCH_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=5e-3, steps=2000, epochs=(10, 300), weights='none', aug='ssd', ema='off')
+SCRATCH_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=5e-3, steps=2000, epoch_range=(10, 300), weights='none', aug='ssd', ema='off')
 
 def recipe(
     data=None, # The training data; `None`: the built-in shapes dataset
     weights:str=None, # As given (`None`: the recipe's)
 )->dict:
-    "The defaults of `fastdet train`: the built-in dataset's from-scratch recipe, else fine-tuning, or from scratch with `weights='none'`."
+    "The defaults of `fastdet train`: the built-in dataset's from-scratch recipe, else fine-tuning, or from scratch with `weights='none'` (their epochs follow from `steps` within `epoch_range`, see `recipe_epochs`)."
     if data is None: return dict(SHAPES_RECIPE)
     return dict(SCRATCH_RECIPE if weights == 'none' else FINETUNE_RECIPE)
 
@@ -129,8 +149,21 @@ def weights_kwargs(
         if not _has_coco(arch): raise CLIError(f"--weights coco: no COCO weights for {arch} (torchvision has them for "
                                                f"{', '.join(ssd_coco_archs())}; effdet for its architectures): use --weights imagenet")
         return dict(pretrained=True) if effdet else dict(pretrained=False, weights='coco')
+    if Path(weights).is_dir(): raise CLIError(f"--weights {weights}: a folder; give a checkpoint file (e.g. {Path(weights)/'model.pth'})")
     if not Path(weights).is_file(): raise CLIError(f"--weights {weights}: no such file (pretrained, coco, imagenet, none or a checkpoint file)")
     return dict(pretrained=False, weights=weights)
+
+def weights_arch(
+    weights:str, # `--weights`
+    arch:str=None, # `--arch` as given (`None`: not given)
+)->str:
+    "The architecture of a fastdet model file given as `--weights` (`arch` must agree), else `arch`."
+    if weights in (None, 'pretrained', 'coco', 'imagenet', 'none') or not Path(weights).is_file(): return arch
+    try: file_arch = read_detector(weights)['fastdet']['recipe']['arch']
+    except ValueError: return arch  # not fastdet's model file: a state dict, checked when loaded
+    if arch is not None and arch != file_arch:
+        raise CLIError(f"--weights {weights} is a {file_arch} model and --arch is {arch}: leave --arch out to fine-tune it")
+    return file_arch
 
 def _offline(e:BaseException)->bool:
     "Whether `e` (or what caused it) is a failed download."
@@ -163,6 +196,8 @@ def _with_valid(recs, data, valid, valid_fmt, valid_images)->DetRecords:
     if unknown: raise CLIError(f"{valid}: classes {unknown[:10]} are not among the training set's ({data}): {sorted(classes)[:20]}")
     return DetRecords(list(recs) + list(vrecs), getattr(recs, 'categories', None), list(range(len(recs), len(recs) + len(vrecs))), recs.source), vfmt
 
+def _same_file(f)->str: return os.path.realpath(f)
+
 def train_dls(
     data=None, # The training data (any supported format); `None`: the built-in shapes dataset
     fmt:str=None, # Its format, recognised from `data` when `None`
@@ -172,6 +207,7 @@ def train_dls(
     valid_images=None, # Image folder of `valid`
     workers:int=None, # Data loading processes (default: fastai's)
     device=None, # Where the batches go
+    fill_batch:bool=False, # Repeat a training set smaller than `bs` images until it fills a batch (else that is an error)
     **kwargs # Passed to `DetDataLoaders.from_records`
 )->tuple:
     "The `DataLoaders` of `fastdet train` and a description of the data: `(dls, info)`."
@@ -186,17 +222,37 @@ def train_dls(
     if valid is not None:
         recs, vfmt = _with_valid(recs, data, valid, None, valid_images)
         info['split'] = f"{valid} ({vfmt})"
-    if getattr(recs, 'valid_idx', None) is not None: kwargs.setdefault('valid_idx', recs.valid_idx)
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='fastdet: ')  # check_records' warning: the summary below says it all
-        dls = DetDataLoaders.from_records(recs, size=size, bs=bs, seed=seed, **kwargs)
+        warnings.filterwarnings('ignore', message='fastdet: ')  # check_records' warning: the summary says it all
+        recs, report = check_records(recs)  # (an image listed twice in one split becomes one image with all its boxes)
+    vidx = recs.valid_idx
+    if vidx is None:  # fastai's random split, as `from_records` makes it
+        vidx = list(RandomSplitter(.2, seed=seed)(list(recs))[1]) if int(.2 * len(recs)) else []
+        if not vidx: info['split'] = f"none: {len(recs)} images are too few to hold any back (a 20% validation set needs 5)"
+    vset = set(vidx)
+    train, vrecs = [r for i, r in enumerate(recs) if i not in vset], [recs[i] for i in vidx]
+    info['overlap'] = len({_same_file(r.file) for r in vrecs} & {_same_file(r.file) for r in train})
+    if not any(r.labels for r in train):
+        raise CLIError(f"{data}: not one box in the {len(train)} training images: nothing to learn (are the annotations where the reader looked?)")
+    if fill_batch and 0 < len(train) < bs:  # a few images: each epoch shows them several times (augmented anew), so a batch fills
+        info['repeat'] = (len(train), -(-bs // len(train)))
+        train = train * info['repeat'][1]
+    dls = DetDataLoaders.from_records(DetRecords(train + vrecs, recs.categories, None, recs.source), valid_idx=list(range(len(train), len(train) + len(vrecs))),
+                                      check=False, size=size, bs=bs, seed=seed, **kwargs)
+    dls.report = report
     return dls, info
 
 def data_summary(dls, info:dict, verbose:bool=False)->str:
     "The block `fastdet train` prints before training: the data read, the split, and what the check repaired."
+    n_train = len(dls.train_ds) // info.get('repeat', (0, 1))[1]
     lines = [f"data: {info['src']}" + (f" ({info['fmt']})" if info['fmt'] else '') +
-             f": {len(dls.train_ds)} training / {len(dls.valid_ds)} validation images" + (f", validation: {info['split']}" if 'split' in info else '')
+             f": {n_train} training / {len(dls.valid_ds)} validation images" + (f", validation: {info['split']}" if 'split' in info else '')
              + f"; {len(dls.vocab) - 1} classes: {', '.join(map(str, dls.vocab[1:11]))}" + (' ...' if len(dls.vocab) > 11 else '')]
+    if info.get('overlap'):
+        lines.append(f"warning: {info['overlap']} of the {len(dls.valid_ds)} validation images are also training images (the same files): "
+                     f"the validation numbers will flatter the model")
+    if 'repeat' in info:
+        lines.append(f"{info['repeat'][0]} training images, fewer than a batch of {dls.train.bs}: each epoch shows them {info['repeat'][1]} times (augmented anew)")
     report = getattr(dls, 'report', None)
     if report is not None:
         lines.append(f"data check: {report.summary(verbose)}")
@@ -216,15 +272,25 @@ def validate_every_epoch(
     return n_valid <= n_train / 2
 
 class SaveProgress(Callback):
-    "After every epoch: the training state (weights and optimizer, `models/last.pth`) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far (`best.pth`)."
+    "After every epoch: the model with its optimizer's state (`models/last.pth`, a model file `predict` loads) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far (`best.pth`). Every file written whole or not at all."
     order = 90  # after fastai's recorder
     def __init__(self, out, phase:str, best:bool=False): self.out, self.phase, self.best, self.best_ap = Path(out), phase, best, -1.
     def after_epoch(self):
-        self.learn.save('last', with_opt=True)  # (fastai saves in rank 0 only)
         if not is_rank0(): return
-        (self.out/'progress.json').write_text(json.dumps(dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch)))
+        (self.out/'models').mkdir(exist_ok=True)
+        save_detector(self.learn, self.out/'models'/'last.pth', with_opt=True)
+        write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch))
         ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
         if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
+
+class StepCap(Callback):
+    "Train at most `steps` batches an epoch (`--max-steps`), the schedule fitted to them: one-cycle ends where the epoch is cut."
+    order = 95  # last: the batch's other callbacks (recorder, scheduler, progress) have run when the epoch is cut
+    def __init__(self, steps:int): self.steps = steps
+    def before_batch(self):
+        if self.training and self.iter == 0: self.learn.n_iter = min(self.n_iter, self.steps)  # the scheduler's steps per epoch
+    def after_batch(self):
+        if self.training and self.iter + 1 >= self.steps: raise CancelTrainException()
 
 class CtrlC(Callback):
     "Ctrl-C stops training after the current batch: the signal only sets a flag, since a `KeyboardInterrupt` raised inside a finalizer (e.g. while the `DataLoader` forks its workers) is swallowed and training went on."
@@ -248,6 +314,10 @@ class RunLog(CSVLogger):
         self.file = fn.open('a')
         if header: self.file.write(','.join(self.recorder.metric_names) + '\n')
         self.old_logger, self.learn.logger = self.logger, self._write_line
+    def _write_line(self, log):
+        skip = getattr(self.learn, 'skip_to_epoch', None)  # fastai's `SkipToEpoch` of `fit(start_epoch=...)`: its skipped epochs
+        if skip is not None and self.epoch < skip._skip_to: return  # still end in a log line ('0,00:00'), already in the file
+        super()._write_line(log)
 
 def aug_tfms(aug:str)->list:
     "The batch transforms of `--aug`: 'ssd' (`ssd_aug_transforms()`: photometric distortion, zoom out, min-IoU crop, flip), 'flip', or 'none'."
@@ -262,6 +332,31 @@ def _ema(ema:str):
     except (TypeError, ValueError): d = -1.
     if not 0 < d < 1: raise CLIError(f"--ema {ema}: expected on, off or a decay between 0 and 1 (e.g. 0.9998)")
     return d
+
+def check_range(
+    name:str, # The option, e.g. '--bs'
+    value, # Its value (`None`: not given, nothing to check)
+    lo=None, hi=None, # The bounds
+    whole:bool=False, # Must be a whole number
+    lo_open:bool=False, # `lo` itself is out of range
+):
+    "A `CLIError` naming `name` when `value` is outside `[lo, hi]` (or `(lo, hi]`), not finite, or not whole when it must be."
+    if value is None: return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (not whole or float(value).is_integer())
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or value <= hi)
+    if not ok:
+        bounds = ([f"{'above' if lo_open else 'from'} {lo:g}"] if lo is not None else []) + \
+                 ([f"{'to' if lo is not None and not lo_open else 'up to'} {hi:g}"] if hi is not None else [])
+        raise CLIError(f"--{name.lstrip('-')} {value}: expected {'a whole number' if whole else 'a number'} {' '.join(bounds)}".rstrip())
+
+
+def check_train_options(epochs=None, bs=None, lr=None, size=None, n=None, workers=None, procs=1, max_steps=None, seed=0):
+    "Every numeric option of `fastdet train`, range-checked before any work."
+    check_range('--epochs', epochs, 1, 100_000, whole=True); check_range('--bs', bs, 1, 4096, whole=True)
+    check_range('--lr', lr, 0, 10, lo_open=True); check_range('--size', size, 32, MAX_SIZE, whole=True)
+    check_range('--n', n, 10, 1_000_000, whole=True); check_range('--workers', workers, 0, 256, whole=True)
+    check_range('--procs', procs, 1, 256, whole=True); check_range('--max-steps', max_steps, 1, None, whole=True)
+    check_range('--seed', seed, 0, 2**32 - 1, whole=True)
 
 def recipe_summary(a, n_train:int=None, n_procs:int=1)->str:
     "The line `fastdet train` prints about how it trains."
@@ -281,15 +376,31 @@ def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=Fal
     learn.unfreeze()
     learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', best)])
 
+def step_cap(
+    epochs:int, # Epochs of the recipe (or `--epochs`)
+    per_epoch:int, # Batches in an epoch
+    max_steps:int=None, # `--max-steps`
+    frozen:int=0, # Epochs trained before them (fine-tuning's frozen epoch)
+)->tuple:
+    "`(epochs, batches per epoch)` within `max_steps` optimizer steps in all: fewer epochs first, then shorter ones."
+    if not max_steps or (epochs + frozen) * per_epoch <= max_steps: return epochs, per_epoch
+    epochs = max(1, min(epochs, max_steps // per_epoch - frozen))
+    return epochs, max(1, min(per_epoch, max_steps // (epochs + frozen)))
+
 _TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'n', 'seed', 'validate', 'weights', 'images',
-               'valid', 'valid_images', 'aug', 'ema')
+               'valid', 'valid_images', 'aug', 'ema', 'max_steps')
 
 def _resumed(out, given:dict)->tuple:
-    "The arguments of the interrupted run in `out` (or the latest run), and where it stopped."
+    "The arguments of the interrupted run in `out` (or the latest run), and where it stopped; a finished run is refused."
     out = last_run('train') if out is None else Path(out)
     if not (out/'progress.json').is_file(): raise CLIError(f"{out}: nothing to resume (no progress.json from an interrupted fastdet train)")
+    progress = json.loads((out/'progress.json').read_text())
+    if _finished(progress):
+        raise CLIError(f"{out}: this run finished all its epochs; nothing to resume (its model is {out/'model.pth'}; "
+                       f"fine-tune it further with fastdet train DATA --weights {out/'model.pth'})")
+    if not (out/'models'/'last.pth').is_file(): raise CLIError(f"{out}: no models/last.pth to resume from")
     args = json.loads((out/'args.json').read_text())
-    return out, {k: args.get(k, given[k]) for k in _TRAIN_ARGS}, json.loads((out/'progress.json').read_text())
+    return out, {k: args.get(k, given[k]) for k in _TRAIN_ARGS}, progress
 
 def _quiet_unless_rank0(): return contextlib.nullcontext() if is_rank0() else contextlib.redirect_stdout(io.StringIO())
 
@@ -300,9 +411,12 @@ def _train_in_process(kw:dict)->dict:
 def _eval_in_process(kw:dict)->dict:
     with _quiet_unless_rank0(): return evaluate_model(**kw)
 
+def _no_device(procs:int, device):
+    if device is not None: raise CLIError(f"--device {device} with --procs {procs}: each process takes its own GPU (or the CPU); leave --device out")
+
 def _launch(fn, procs:int, kw:dict, device):
     "`fn(kw)` in `procs` processes (`fastdet.distrib.launch`), checked first: no `--device` (each process takes its own)."
-    if device is not None: raise CLIError(f"--device {device} with --procs {procs}: each process takes its own GPU (or the CPU); leave --device out")
+    _no_device(procs, device)
     try: return launch(fn, procs, kw)
     except ValueError as e: raise CLIError(str(e)) from None
 
@@ -310,45 +424,56 @@ def train(
     data=None, fmt:str=None, arch:str=None, size:int=None, bs:int=None, epochs:int=None, lr:float=None, lr_find:bool=False,
     n:int=None, seed:int=0, out=None, show:bool=True, validate:str=None, weights=None, images=None,
     valid=None, valid_images=None, pickle:bool=False, resume:bool=False, device=None, workers:int=None, verbose:bool=False, procs:int=1,
-    aug:str=None, ema:str=None,
+    aug:str=None, ema:str=None, max_steps:int=None, exist_ok:bool=False,
 )->tuple:
     "Train a detector as `fastdet train` does (see its options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
     import matplotlib; matplotlib.use('Agg')
+    check_train_options(epochs, bs, lr, size, n, workers, procs, max_steps, seed)
     if procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
         kw = {k: v for k, v in locals().items() if k in inspect.signature(train).parameters and k != 'procs'}
-        kw['out'] = str(_resumed(out, {k: None for k in _TRAIN_ARGS})[0] if resume else run_dir('train', out))
+        _no_device(procs, device)
+        kw['out'], kw['exist_ok'] = str(_resumed(out, {k: None for k in _TRAIN_ARGS})[0] if resume else run_dir('train', out, exist_ok=exist_ok)), True
         return None, _launch(_train_in_process, procs, kw, device)
     t0 = time.time()
     args = dict(data=data, fmt=fmt, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, lr_find=lr_find, n=n, seed=seed,
-                validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images, aug=aug, ema=ema)
+                validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images, aug=aug, ema=ema, max_steps=max_steps)
     if resume: out, args, progress = _resumed(out, args)
-    else: out = run_dir('train', out)
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}
     rcp = recipe(args['data'], args['weights'])
+    bs_given = args['bs'] is not None
+    if args['arch'] is None: args['arch'] = weights_arch(args['weights'], None)  # fastdet's own model file: its architecture
     for k, v in rcp.items():
         if k in args and args[k] is None: args[k] = v
     if args['size'] is None: args['size'] = default_size(args['arch'])
     a = SimpleNamespace(**args)
+    weights_arch(a.weights, a.arch)  # --arch and a fastdet model file given as --weights agree
     dev = pick_device(device)
     wkw = weights_kwargs(a.arch, a.weights)  # checked before reading the data
-    dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, workers, dev, batch_tfms=aug_tfms(a.aug))
+    dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, workers, dev,
+                          fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
-    if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epochs'])
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume and is_rank0(): (out/'args.json').write_text(json.dumps(args, indent=1))
+    if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
+    if not resume: out = run_dir('train', out, exist_ok=exist_ok)  # claimed once the data is read: a data error leaves no empty run
+    if is_rank0(): write_json(out/'args.json', args, indent=1)
     print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
           f"{a.bs * n_procs} in all; lr as given)" if n_procs > 1 else '') + f", run folder {out}")
     print(data_summary(dls, info, verbose))
     print(recipe_summary(a, len(dls.train_ds), n_procs))
-    every = validate_every_epoch(len(dls.train_ds), len(dls.valid_ds), a.validate)
-    print(f"validation: {'after every epoch' if every else 'after the last epoch'}" +
-          ('' if a.validate else f" ({len(dls.valid_ds)} validation images {'<=' if every else '>'} half of {len(dls.train_ds)} training images; --validate every|last decides)"))
-    # resumed: built the same way (which layers are new), then its state loaded
-    learn = pretrained_learner(dls, a.arch, a.weights, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=out, ema=_ema(a.ema))
     fine_tune = a.weights != 'none'
+    epochs, per_epoch = step_cap(a.epochs, len(dls.train), a.max_steps, int(fine_tune))
+    if a.max_steps: print(f"step cap (--max-steps {a.max_steps}): {epochs} epochs of {per_epoch} steps" + (" after the frozen epoch" if fine_tune else '')
+                          + ('' if (epochs, per_epoch) != (a.epochs, len(dls.train)) else ' (the recipe fits: nothing cut)'))
+    has_valid = len(dls.valid_ds) > 0
+    every = has_valid and validate_every_epoch(len(dls.train_ds), len(dls.valid_ds), a.validate)
+    if not has_valid: print("validation: none (no validation images): no metric; the model is written after the last epoch")
+    else: print(f"validation: {'after every epoch' if every else 'after the last epoch'}" +
+                ('' if a.validate else f" ({len(dls.valid_ds)} validation images {'<=' if every else '>'} half of {len(dls.train_ds)} training images; --validate every|last decides)"))
+    # resumed: built the same way (which layers are new), then its state loaded
+    metrics = [COCOMetric('AP'), COCOMetric('AP50')] if has_valid else []
+    learn = pretrained_learner(dls, a.arch, a.weights, metrics=metrics, path=out, ema=_ema(a.ema))
     phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
     if resume:
-        learn.load('last', with_opt=True)
+        load_training_state(learn, out/'models'/'last.pth')
         phase, done = progress['phase'], progress['epoch']
         if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
         print(f"resuming after epoch {done} ({phase})")
@@ -358,45 +483,60 @@ def train(
         print(f"lr_find suggests lr={lr:.2e}")
     if not resume and is_rank0(): (out/'results.csv').unlink(missing_ok=True)
     ctrl_c = CtrlC()
-    cbs = ([RunLog()] if is_rank0() else []) + ([] if every else [ValidateLastEpoch()]) + [ctrl_c]
+    cbs = ([RunLog()] if is_rank0() else []) + ([NoValidation()] if not has_valid else [] if every else [ValidateLastEpoch()]) + [ctrl_c]
+    if per_epoch < len(dls.train): cbs.append(StepCap(per_epoch))
     try:
         with ctrl_c, learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
-            _fit(learn, a.epochs, lr, fine_tune, cbs, out, phase, done, best=every)
+            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, best=every)
     except KeyboardInterrupt:
         if getattr(learn, 'ema', None) is not None: learn.ema.keep_average()
         if is_rank0(): save_detector(learn, out/'model.pth')
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
               f"with: fastdet train --resume --out {out}", file=sys.stderr)
         raise
-    # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
-    stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
-    print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
+    if is_rank0():  # the model first: nothing that can fail afterwards (metrics, plots) loses it
+        save_detector(learn, out/'model.pth')
+        write_json(out/'progress.json', dict(phase='unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs, finished=True))
+    written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else []) + ['results.csv']
+    stats = {}
+    if has_valid:  # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
+        stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
+        print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
     if not is_rank0(): return learn, stats  # the other processes of a --procs run: rank 0 writes
-    save_detector(learn, out/'model.pth')
-    written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else [])
     if pickle:
         learn.fastdet_version = fastdet.__version__
-        learn.export(out.resolve()/'model.pkl'); written.append('model.pkl')
-    (out/'stats.json').write_text(json.dumps(stats, indent=1)); written += ['stats.json', 'results.csv']
-    if show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
-        with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out)]
-    fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
-    print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
+        with atomic_path(out/'model.pkl') as tmp: learn.export(tmp.resolve())
+        written.append('model.pkl')
+    if has_valid:
+        write_json(out/'stats.json', stats, indent=1); written.append('stats.json')
+        if show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
+            with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out)]
+        fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
+        print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
+    else: print(f"trained in {time.time() - t0:.0f} s (no validation images: no metric)")
     print(f"results in {out}: {', '.join(written)}")
     return learn, stats
 
 # %% ../nbs/38_commands.ipynb #c017
 def load_model(
-    fn, # A `save_detector` file (`model.pth`) or a pickled fastai export (`.pkl`)
+    fn, # A `save_detector` file (`model.pth`), an exported `.onnx`, or (with `unsafe_pickle`) a pickled fastai export (`.pkl`)
     device=None, # Where to put it (default: the best available)
+    unsafe_pickle:bool=False, # Allow a pickled `.pkl` learner: unpickling runs whatever code the file names
 ):
-    "The learner in `fn`: a `save_detector` file (read without unpickling), a pickled `.pkl` export (fastai's warning shown); or the `ONNXDetector` of an `.onnx` file."
+    "The learner in `fn`: a `save_detector` file (read without unpickling, its description checked), the `ONNXDetector` of an `.onnx` file, or a pickled `.pkl` export if `unsafe_pickle`."
     fn, dev = Path(fn), pick_device(device)
+    if fn.is_dir():
+        raise CLIError(f"{fn}: a folder, not a model file" + (f"; the run's model is {fn/'model.pth'}" if (fn/'model.pth').is_file() else ''))
     if not fn.is_file(): raise CLIError(f"{fn}: no such model file")
     if fn.suffix.lower() == '.onnx':
         try: return load_onnx(fn)
         except ImportError as e: raise CLIError(str(e)) from None
-    if fn.suffix.lower() != '.pkl': return to_device(load_detector(fn), dev)
+    if fn.suffix.lower() != '.pkl':
+        try: return to_device(load_detector(fn), dev)
+        except (ValueError, OSError) as e: raise CLIError(str(e)) from None
+    if not unsafe_pickle:
+        raise CLIError(f"{fn}: a pickled learner; loading it runs whatever code the file names, so fastdet refuses it. Use the model.pth "
+                       f"of the same run (read as plain tensors), or add --unsafe-pickle if you trust who made this file")
     try: learn = load_learner(fn, cpu=True)  # unpickles: runs what the file names (fastai warns)
     except (AttributeError, ModuleNotFoundError, ImportError) as e:
         raise CLIError(f"{fn}: this model file was written by another version of fastdet or fastai ({e}); "
@@ -411,7 +551,7 @@ def load_model(
     return to_device(learn, dev)
 
 def predict(
-    model, # Model file (see `load_model`): `model.pth`, a pickled `.pkl`, or an exported `.onnx`
+    model, # Model file (see `load_model`): `model.pth`, an exported `.onnx`, or a pickled `.pkl` (with `unsafe_pickle`)
     images, # Image files and folders
     out=None, # Output folder (default: the next `runs/predict*`)
     score_thresh:float=0.3, # Detections kept from this score on
@@ -419,26 +559,38 @@ def predict(
     bs:int=16, # Batch size
     workers:int=None, # Processes reading and resizing the images (default: fastai's)
     save_images:bool=False, # Also draw each image's detections into `out/images`
+    unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
+    exist_ok:bool=False, # Write into an `out` that already holds files
 )->list:
     "Detections of `model` on image files/folders, in batches through one DataLoader: `detections.json` (COCO results, pixels of each image)."
+    check_range('--score-thresh', score_thresh, 0, 1); check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True)
     if not images: raise CLIError("give at least one image file or folder after MODEL")
-    learn = load_model(model, device)
-    out = run_dir('predict', out)
+    learn = load_model(model, device, unsafe_pickle)
+    out = run_dir('predict', out, exist_ok=exist_ok)
     results, skipped = predict_files(learn, images, out, bs=bs, num_workers=workers, score_thresh=score_thresh, save_images=save_images)
+    n_files = len(image_files(images))
+    if skipped and len(skipped) == n_files:
+        raise CLIError(f"none of the {n_files} images could be read: {', '.join(map(str, skipped[:5]))}" + (' ...' if len(skipped) > 5 else ''))
     print(f"results in {out}: detections.json" + (', images/' if save_images else ''))
     return results
 
 def export(
-    model, # Model file (`model.pth` or a pickled `.pkl`)
+    model, # Model file (`model.pth`, or a pickled `.pkl` with `unsafe_pickle`)
     format:str='onnx', # Only ONNX, for now
     out=None, # The file to write (default: MODEL with the format's extension)
     opset:int=17, # ONNX opset
+    unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
 )->Path:
-    "Write a saved model for deployment outside Python (`export_onnx`: normalisation, decoding and NMS inside the graph)."
+    "Write a saved model for deployment outside Python (`export_onnx`: normalisation, decoding and NMS inside the graph), whole or not at all."
     if format != 'onnx': raise CLIError(f"--format {format}: fastdet exports to 'onnx'")
+    check_range('--opset', opset, 11, 21, whole=True)  # NonMaxSuppression needs 11; 21 is the newest torch's exporter writes here
     if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: already an ONNX file")
-    learn = load_model(model, 'cpu')
-    fn = export_onnx(learn, Path(out) if out else Path(model).with_suffix('.onnx'))
+    fn = Path(out) if out else Path(model).with_suffix('.onnx')
+    if fn.exists() and fn.resolve() == Path(model).resolve(): raise CLIError(f"--out {out}: that is the model itself; give another file name")
+    if fn.is_dir(): raise CLIError(f"--out {out}: a folder; give a file name such as {fn/'model.onnx'}")
+    if fn.suffix.lower() != '.onnx': raise CLIError(f"--out {out}: an ONNX file's name ends in .onnx")
+    learn = load_model(model, 'cpu', unsafe_pickle)
+    with atomic_path(fn) as tmp: export_onnx(learn, tmp, opset)
     h, w = input_resize(learn.dls.valid).size[::-1]
     print(f"wrote {fn}: input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
           f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`")
@@ -455,14 +607,18 @@ def evaluate_model(
     device=None, # See `pick_device`
     workers:int=None, # Data loading processes
     procs:int=1, # Processes (one per GPU): the stats computed across them, exactly as in one
+    unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
+    exist_ok:bool=False, # Write into an `out` that already holds files
 )->dict:
     "The 12 COCO stats (and VOC mAP) of a saved model on a dataset; `stats.json` and `save_results`' plots in the run folder."
+    check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True); check_range('--procs', procs, 1, 256, whole=True)
     if procs > 1:
+        _no_device(procs, device)
         kw = {k: v for k, v in locals().items() if k in inspect.signature(evaluate_model).parameters and k != 'procs'}
-        kw['out'] = str(run_dir('eval', out))
+        kw['out'], kw['exist_ok'] = str(run_dir('eval', out, exist_ok=exist_ok)), True
         return _launch(_eval_in_process, procs, kw, device)
     if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: fastdet eval needs the model file of fastdet train (model.pth), not its ONNX export")
-    learn = load_model(model, device)
+    learn = load_model(model, device, unsafe_pickle)
     recs, fmt = _read(data, fmt, images)
     vocab = list(learn.dls.vocab)
     unknown = sorted({l for r in recs for l in r.labels} - set(vocab[1:]))
@@ -480,8 +636,8 @@ def evaluate_model(
         if voc: stats.update(VOC07_mAP=_voc_from_accum(interp.data, .5, True)[0], VOC_mAP=_voc_from_accum(interp.data, .5, False)[0])  # same pass
     print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
     if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {stats['VOC07_mAP']:.3f}, all-point {stats['VOC_mAP']:.3f}")
-    out = run_dir('eval', out); out.mkdir(parents=True, exist_ok=True)
-    (out/'stats.json').write_text(json.dumps(stats, indent=1))
+    out = run_dir('eval', out, exist_ok=exist_ok)
+    write_json(out/'stats.json', stats, indent=1)
     import matplotlib; matplotlib.use('Agg')
     with learn.no_bar(), alone(): written = ['stats.json'] + [p.name for p in save_results(learn, out, interp=interp)]
     print(f"results in {out}: {', '.join(written)}")

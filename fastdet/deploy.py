@@ -24,6 +24,7 @@ from .data.core import input_resize
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss, _flatten_outputs
 from .learner import DetLearner, draw_boxes, images_dl, _empty_dls
+from .files import atomic_path
 
 # %% auto #0
 __all__ = ['ONNX_FORMAT', 'image_files', 'predict_files', 'SSDExport', 'EffDetExport', 'export_module', 'export_onnx',
@@ -83,7 +84,7 @@ def predict_files(
     if save_images:
         import matplotlib; matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-    with open(out/'detections.json', 'w') as f:
+    with atomic_path(out/'detections.json') as tmp, open(tmp, 'w') as f:  # whole or not at all
         f.write('[')
         def _write(i, dets):
             for j in range(done[0], i):  # files the DataLoader left out before this one
@@ -95,7 +96,8 @@ def predict_files(
             if save_images:
                 ax = draw_boxes(open_image(fn), dets[0][dets[2] >= score_thresh], [f"{r['category_name']} {r['score']:.2f}" for r in res])
                 (out/'images'/name).parent.mkdir(parents=True, exist_ok=True)
-                ax.figure.savefig(out/'images'/name); plt.close(ax.figure)
+                with atomic_path(out/'images'/name) as tmp: ax.figure.savefig(tmp, format='png')
+                plt.close(ax.figure)
         model.predict_batch([fn for fn, _ in files], bs=bs, num_workers=num_workers, skip=True, on_image=_write)
         for j in range(done[0], len(files)):
             print(f"warning: skipped {_skipped(files[j][0])}", file=sys.stderr); skipped.append(files[j][0])

@@ -20,6 +20,7 @@ from fastai.vision.data import get_grid
 from .data.records import open_image
 from .learner import draw_boxes
 from .metrics import COCOMetric, coco_per_class, _coco_from_accum, _class_ids
+from .files import atomic_path
 
 # %% auto #0
 __all__ = ['TIDE_ERRORS', 'DetInterpretation', 'plot_losses', 'plot_metrics', 'save_results']
@@ -412,10 +413,12 @@ def save_results(
     written = []
     def save(fig, name):
         if fig is None: return
-        fig.savefig(out/name, dpi=100, bbox_inches='tight'); plt.close(fig)
+        with atomic_path(out/name) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
+        plt.close(fig)
         written.append(out/name)
     if interp is None: interp = DetInterpretation.from_learner(learn, dl=dl)
-    interp.per_class().to_csv(out/'per_class.csv', index=False); written.append(out/'per_class.csv')
+    with atomic_path(out/'per_class.csv') as tmp: interp.per_class().to_csv(tmp, index=False)
+    written.append(out/'per_class.csv')
     save(interp.plot_pr_curves(), 'pr_curve.png')
     save(interp.plot_confusion_matrix(), 'confusion_matrix.png')
     save(interp.plot_confusion_matrix(normalize=True), 'confusion_matrix_normalized.png')

@@ -58,8 +58,9 @@ def test_predict_and_eval(trained):
     (('eval', 'missing.pkl', 'x.json'), 'missing.pkl: no such model file'),
     (('predict', 'missing.pkl', 'a.jpg'), 'missing.pkl: no such model file'),
     (('train', 'notes.txt'), "can't tell the data format"),
-    (('eval', 'notes.txt', 'x.json'), 'notes.txt: not a fastdet model file that loads safely'),
-    (('eval', 'notes.pkl', 'x.json'), 'not a model file exported by fastdet'),
+    (('eval', 'notes.txt', 'x.json'), 'notes.txt: not a model file (neither a torch file nor a pickle)'),
+    (('eval', 'notes.pkl', 'x.json'), 'notes.pkl: a pickled learner; loading it runs whatever code the file names'),
+    (('eval', 'notes.pkl', 'x.json', '--unsafe-pickle'), 'not a model file exported by fastdet'),
 ])
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, args, expect):
     from fastdet.cli import main
@@ -77,7 +78,7 @@ def test_model_from_another_version(trained, tmp_path, capsys):
     learn = load_learner(d/'out'/'model.pkl')
     learn.fastdet_version = '0.0.0-other'
     learn.export(tmp_path/'old.pkl')
-    assert main(['eval', str(tmp_path/'old.pkl'), 'x.json']) == 1
+    assert main(['eval', str(tmp_path/'old.pkl'), 'x.json', '--unsafe-pickle']) == 1
     err = capsys.readouterr().err
     assert 'exported by fastdet 0.0.0-other' in err and len(err.strip().splitlines()) == 1
 
@@ -88,7 +89,7 @@ def test_bad_path_in_a_real_process(tmp_path):
 def test_pickle_path_still_loads_with_fastais_warning(trained, tmp_path):
     d, _ = trained
     env = {**os.environ}; env.pop('PYTHONWARNINGS', None)
-    r = subprocess.run([str(EXE), 'eval', str(d/'out'/'model.pkl'), 'x.json'], cwd=tmp_path, capture_output=True, text=True, env=env)
+    r = subprocess.run([str(EXE), 'eval', str(d/'out'/'model.pkl'), 'x.json', '--unsafe-pickle'], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert "insecure pickle" in r.stderr and 'x.json: no such file or folder' in r.stderr
 
 def test_malicious_and_bare_files_are_refused(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent/'fastdet'
 # bottom to top: a module may import only the modules before it
-LAYERS = ['boxes',
+LAYERS = ['files', 'boxes',
           'data.records', 'data.shapes', 'data.readers', 'data.core', 'data.augment',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',

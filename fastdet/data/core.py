@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/data.core.html.md"""
 
 # %% ../../nbs/04_data.core.ipynb #c001
 from __future__ import annotations
-import inspect
+import inspect, warnings
 from pathlib import Path
 import pandas as pd
 import yaml
@@ -19,7 +19,7 @@ from fastai.data.transforms import RandomSplitter, IndexSplitter
 from fastai.vision.core import PILMask
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
-from .records import DetImage, check_records
+from .records import DetImage, DetRecords, check_records
 from .readers import read_coco, read_voc, read_yolo, read_csv, read_df, _concat, _yolo_yaml
 from .shapes import SHAPE_CLASSES, make_shapes
 
@@ -102,14 +102,20 @@ class DetDataLoaders(DataLoaders):
         **kwargs # Passed to `DataBlock.dataloaders` (e.g. `num_workers`, `device`)
     ):
         "Detection `DataLoaders` from `DetRecord`s."
-        categories = getattr(records, 'categories', None)
+        categories, src = getattr(records, 'categories', None), getattr(records, 'source', None)
+        if valid_idx is None and splitter is None: valid_idx = getattr(records, 'valid_idx', None)
+        if check:  # (an image listed twice in one split becomes one image: the validation indices follow)
+            records, report = check_records(DetRecords(records, categories, valid_idx, src), vocab, check_images=check_images)
+            valid_idx = records.valid_idx
         records = list(records)
         if not records: raise ValueError("No images to build DataLoaders from")
-        if check: records, report = check_records(records, vocab, check_images=check_images)
         if splitter is None:
             splitter = IndexSplitter(valid_idx) if valid_idx is not None else RandomSplitter(valid_pct, seed=seed)
-        if not len(splitter(records)[0]):  # fastai would fail later with an IndexError
+        train_idx = splitter(records)[0]
+        if not len(train_idx):  # fastai would fail later with an IndexError
             raise ValueError(f"The split leaves no training images (all {len(records)} are in the validation set)")
+        if not any(len(records[i].labels) for i in train_idx):  # (`fastdet train` refuses it; here, data to evaluate on is fine)
+            warnings.warn(f"fastdet: not one box in the {len(train_idx)} training images: training would learn nothing")
         if vocab is None: vocab = sorted({l for r in records for l in r.labels})
         if not vocab: raise ValueError("No objects in any image: nothing to learn (give `vocab` to build DataLoaders anyway)")
         db = det_block(vocab=list(vocab), size=size, item_tfms=item_tfms, batch_tfms=batch_tfms, splitter=splitter)

@@ -213,6 +213,9 @@ def _read_yolo_labels(lbl:Path, img:Path, names:dict, src)->DetRecord:
             raise ValueError(f"{lbl}:{ln}: malformed line {line.strip()!r}; expected 'class cx cy w h' (normalised)")
         c = v[0]
         if c != int(c) or int(c) not in names: raise ValueError(f"{lbl}:{ln}: class {v[0]:g} is not in the names of {src}")
+        if max(v[1:]) > 2:  # a little over 1 is rounding; more is another unit
+            raise ValueError(f"{lbl}:{ln}: coordinates {v[1:]} are not normalised: YOLO labels give cx cy w h as fractions of the image "
+                             f"(0 to 1), these look like pixels; divide x and w by the image width, y and h by its height")
         if len(v) == 5: rows.append(v[1:])
         else:  # polygon -> its bounding box, in cxcywh like the rest
             xs, ys = v[1::2], v[2::2]
@@ -269,6 +272,10 @@ def _is_empty(v)->bool:
     if isinstance(v, (list, tuple, np.ndarray)) and len(v) == 0: return True
     return False
 
+def _no_name(v)->bool:
+    "Whether a file or class name cell is empty (`NA`, `None`, `null` are names: the csv is read without pandas' NA parsing)."
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
 def _parse_bbox(v, where):
     if isinstance(v, str):
         try: v = json.loads(v.strip())
@@ -315,14 +322,14 @@ def read_df(
         row = dict(zip(cols, row))
         where = f"{src}:{pos + 2}" if is_csv else f"{src}: row {df.index[pos]!r}"  # csv line (after the header)
         f = row[file_col]
-        if _is_empty(f): raise ValueError(f"{where}: empty file name in column {file_col!r}")
+        if _no_name(f): raise ValueError(f"{where}: empty file name in column {file_col!r}")
         boxes, labels = groups.setdefault(str(f).strip(), ([], []))
         if valid_col:
             v = _to_bool(row[valid_col], f"{where}: column {valid_col!r}")
             if valid.setdefault(str(f).strip(), v) != v: raise ValueError(f"{where}: {f} is both a training and a validation image in {valid_col!r}")
         no_box = _is_empty(row[bbox_col]) if bbox_col else all(_is_empty(row[c]) for c in box_cols)
         if no_box:  # an image without objects, unless the row names a class: then its box is missing
-            if label is None and not _is_empty(row[label_col]):
+            if label is None and not _no_name(row[label_col]):
                 raise ValueError(f"{where}: class {str(row[label_col]).strip()!r} without a box (empty coordinates); "
                                  f"leave the class empty too for an image without objects")
             continue
@@ -333,7 +340,7 @@ def read_df(
             except (TypeError, ValueError): b = []
             if len(b) != 4 or not all(map(math.isfinite, b)): raise ValueError(f"{where}: box {dict(zip(box_cols, vals))} is not 4 numbers")
         lab = label if label is not None else row[label_col]
-        if _is_empty(lab): raise ValueError(f"{where}: empty class name in column {label_col!r}")
+        if _no_name(lab): raise ValueError(f"{where}: empty class name in column {label_col!r}")
         boxes.append(b); labels.append(str(lab).strip())
     recs = [DetRecord(_find_image(img_dir, f), convert_boxes(torch.tensor(b, dtype=torch.float32).reshape(-1, 4), box_fmt, 'xyxy'), l)
             for f, (b, l) in groups.items()]
@@ -343,7 +350,7 @@ def read_df(
 
 def _load_csv(fn:Path, **kwargs)->pd.DataFrame:
     if not fn.exists(): raise FileNotFoundError(f"{fn}: csv file not found")
-    try: return pd.read_csv(fn, **kwargs)
+    try: return pd.read_csv(fn, keep_default_na=False, na_values=[''], **kwargs)  # a class named NA, None or null stays a class
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{fn}: malformed csv ({type(e).__name__}: {str(e).strip()})") from e
 

@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/data.records.html.md"""
 
 # %% ../../nbs/01_data.records.ipynb #c001
 from __future__ import annotations
-import dataclasses, warnings
+import dataclasses, os, warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ from fastai.torch_core import defaults
 
 # %% auto #0
 __all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'extension_lies', 'DetImage', 'CheckReport',
-           'check_records']
+           'merge_duplicates', 'check_records']
 
 # %% ../../nbs/01_data.records.ipynb #c005
 @dataclass
@@ -150,6 +150,7 @@ class CheckReport:
     mismatched:list=field(default_factory=list) # Files whose annotations declared another size, not a scale: boxes kept
     no_size:list=field(default_factory=list) # Files whose annotations gave no size (or 0): the image's used
     ext_lied:list=field(default_factory=list) # Files whose extension names another format than their content's: read by content
+    merged:list=field(default_factory=list) # Images listed more than once (two spellings of a path, two ids): one image with all boxes
     clipped_files:list=field(default_factory=list) # Files with boxes clipped
     dropped:Counter=field(default_factory=Counter) # Boxes dropped, by reason
     dropped_files:dict=field(default_factory=dict) # reason -> files it happened in
@@ -161,7 +162,8 @@ class CheckReport:
 
     def repairs(self)->list:
         "`(what was done, files)` for each kind of repair that happened."
-        out = [(f"{len(self.ext_lied)} images whose extension names another format: read by their content", self.ext_lied),
+        out = [(f"{len(self.merged)} images listed twice (another spelling of the path, or another id): one image with the boxes of both", self.merged),
+               (f"{len(self.ext_lied)} images whose extension names another format: read by their content", self.ext_lied),
                (f"{len(self.no_size)} images without a size (or size 0) in their annotation: size read from the image", self.no_size),
                (f"{len(self.mismatched)} images whose annotation declared another size: size read from the image, boxes kept", self.mismatched),
                (f"{len(self.rescaled)} images annotated at a scale of their size: boxes rescaled to the image", self.rescaled),
@@ -216,14 +218,54 @@ def _check_one(r:DetRecord, vocab, report:CheckReport)->DetRecord:
     crowd = clip_boxes_to_image(crowd, hw) if len(crowd) else crowd
     return dataclasses.replace(r, hw=hw, boxes=b, labels=labels, difficult=difficult, crowd=crowd)
 
+def _merge(a:DetRecord, b:DetRecord)->DetRecord:
+    "One record with the boxes of `a` and those of `b` that `a` does not already have (same box and class)."
+    have = {(tuple(x), l) for x, l in zip(a.boxes.tolist(), a.labels)}
+    new = [i for i, (x, l) in enumerate(zip(b.boxes.tolist(), b.labels)) if (tuple(x), l) not in have]
+    crowd_labels = a.crowd_labels + b.crowd_labels if a.crowd_labels is not None and b.crowd_labels is not None else None
+    return dataclasses.replace(a, boxes=torch.cat([a.boxes, b.boxes[new]]), labels=a.labels + [b.labels[i] for i in new],
+                               difficult=torch.cat([a.difficult, b.difficult[new]]), crowd=torch.cat([a.crowd, b.crowd]),
+                               crowd_labels=crowd_labels, hw=a.hw or b.hw)
+
+def merge_duplicates(
+    records:list, # `DetRecord`s (a `DetRecords` keeps its `valid_idx`, renumbered)
+)->tuple:
+    "`(records, merged)`: each image file (the same file however its path is spelled) once per split, with the boxes of all its entries."
+    vidx = getattr(records, 'valid_idx', None)
+    vset = set(vidx or [])
+    first, out, where, merged = {}, [], [], []
+    for i, r in enumerate(records):
+        key = (os.path.realpath(r.file), i in vset)  # a file in both splits stays in both: an overlap, reported by whoever split
+        if key in first:
+            j = first[key]; merged.append(f"{r.file} = {out[j].file}"); out[j] = _merge(out[j], r)
+        else: first[key] = j = len(out); out.append(r)
+        where.append(j)
+    if isinstance(records, DetRecords):  # the validation indices renumbered, in their given order
+        valid = None if vidx is None else list(dict.fromkeys(where[i] for i in vidx))
+        out = DetRecords(out, records.categories, valid, records.source)
+    return out, merged
+
+def _check_units(records:list, source=None):
+    "A `ValueError` when every box lies within [0, 1] pixels in images of hundreds of pixels: normalised coordinates given as pixels."
+    boxed = [r for r in records if len(r.boxes)]
+    if not boxed or max(float(r.boxes.max()) for r in boxed) > 1: return
+    sides = sorted(min(r.hw) for r in boxed)
+    if sides[len(sides) // 2] < 32: return  # tiny images: sub-pixel boxes are odd, but not a unit error
+    r = boxed[0]
+    raise ValueError(f"{source or r.file}: all {sum(len(x.boxes) for x in boxed)} boxes lie within [0, 1] while the images are "
+                     f"{sides[0]} px and more on their short side: the coordinates look normalised (fractions of the image). "
+                     f"These annotations are read in pixels: multiply x by the image width and y by its height "
+                     f"(e.g. {r.file}: {[round(v, 4) for v in r.boxes[0].tolist()]} in a {r.hw[1]}x{r.hw[0]} image)")
+
 def check_records(
     records:list, # `DetRecord`s from a reader
     vocab:list=None, # Allowed class names (default: any)
     check_images:bool=True, # Decode every image once, so corrupt files fail now rather than in training
     verbose:bool=True, # Warn with the report when boxes were dropped
 )->tuple:
-    "Checked copies of `records` (clipped, degenerate boxes dropped and counted, labels and images validated): `(records, CheckReport)`."
+    "Checked copies of `records` (duplicates merged, clipped, degenerate boxes dropped and counted, labels, units and images validated): `(records, CheckReport)`."
     report = CheckReport()
+    records, report.merged = merge_duplicates(records)
     errors, checked = [], []
     for r in records:
         try: checked.append(_check_one(r, vocab, report))
@@ -231,9 +273,10 @@ def check_records(
     if check_images and not errors:  # decode every image once, so a truncated file fails now, not in training
         with ThreadPoolExecutor(max(1, min(8, defaults.cpus))) as ex:  # PIL releases the GIL while decoding
             errors = [e for e in ex.map(_decode_error, [r.file for r in records]) if e]
-    if errors:
+    if errors:  # the first one on the first line: a one-line report (the CLI's) still names a file
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise ValueError(f"{len(errors)} of {len(records)} images can't be used:\n" + "\n".join(errors[:10]) + more)
-    if verbose and (report.dropped or report.rescaled or report.mismatched): warnings.warn(f"fastdet: {report}")
+        raise ValueError(f"{len(errors)} of {len(records)} images can't be used: {errors[0]}" + "".join("\n" + e for e in errors[1:10]) + more)
+    _check_units(checked, getattr(records, 'source', None))
+    if verbose and (report.dropped or report.rescaled or report.mismatched or report.merged): warnings.warn(f"fastdet: {report}")
     if isinstance(records, DetRecords): checked = DetRecords(checked, records.categories, records.valid_idx, records.source)
     return checked, report

@@ -354,6 +354,7 @@ def ssd_checkpoint(
     try: sd = torch.load(p, map_location='cpu', weights_only=True)
     except Exception as e: raise ValueError(f"{p}: not a checkpoint torch can load as plain tensors ({type(e).__name__}: {e})") from e
     if isinstance(sd, dict) and isinstance(sd.get('model'), dict): sd = sd['model']  # torchvision's reference scripts save {'model': ...}
+    if isinstance(sd, dict) and isinstance(sd.get('fastdet'), dict) and isinstance(sd.get('state_dict'), dict): sd = sd['state_dict']  # fastdet's model file
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
         raise ValueError(f"{p}: not a state dict (a dict of tensors, as `torch.save(model.state_dict())` writes)")
     return sd, str(p)
