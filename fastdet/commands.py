@@ -461,7 +461,7 @@ def train(
     print(recipe_summary(a, len(dls.train_ds), n_procs))
     fine_tune = a.weights != 'none'
     epochs, per_epoch = step_cap(a.epochs, len(dls.train), a.max_steps, int(fine_tune))
-    if a.max_steps: print(f"step cap (--max-steps {a.max_steps}): {epochs} epochs of {per_epoch} steps" + (" after the frozen epoch" if fine_tune else '')
+    if a.max_steps: print(f"step cap (--max-steps {a.max_steps}): {epochs} epoch{'s' * (epochs != 1)} of {per_epoch} steps" + (" after the frozen epoch" if fine_tune else '')
                           + ('' if (epochs, per_epoch) != (a.epochs, len(dls.train)) else ' (the recipe fits: nothing cut)'))
     has_valid = len(dls.valid_ds) > 0
     every = has_valid and validate_every_epoch(len(dls.train_ds), len(dls.valid_ds), a.validate)

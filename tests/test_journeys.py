@@ -68,7 +68,7 @@ def voc_run(hub, data_dir, tmp_path_factory):
 def test_train_voc_folder_with_the_defaults(voc_run, data_dir):
     cwd, out, r = voc_run
     assert 'fine-tuning from pretrained weights (--weights pretrained)' in r.stdout and 'augmentation ssd, EMA off' in r.stdout
-    assert 'step cap (--max-steps 4): 1 epochs of 2 steps after the frozen epoch' in r.stdout, r.stdout[:2000]
+    assert 'step cap (--max-steps 4): 1 epoch of 2 steps after the frozen epoch' in r.stdout, r.stdout[:2000]
     assert '160 training / 40 validation images' in r.stdout
     check_model(out/'model.pth', data_dir/'raccoon'/'images'/'raccoon-1.jpg')
     check_model(out/'models'/'last.pth', data_dir/'raccoon'/'images'/'raccoon-1.jpg')  # the per-epoch state is a model file too
