@@ -34,7 +34,8 @@ from fastdet.data.records import DetRecords, open_image
 from fastdet.data.readers import read_records
 from fastdet.data.core import DetDataLoaders
 from fastdet.learner import make_learner
-from fastdet.commands import SCRATCH_RECIPE, aug_tfms
+from fastdet.recipes import SCRATCH_RECIPE
+from fastdet.commands import aug_tfms
 
 warnings.filterwarnings('ignore')
 SIZE, BS = 320, 16

@@ -14,6 +14,7 @@ from .losses.ssd import *
 from .losses.efficientdet import *
 from .ema import *
 from .learner import *
+from .modelfile import *
 from .metrics import *
 from .interpret import *
 from .distrib import *

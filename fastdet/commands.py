@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import contextlib, inspect, io, itertools, json, math, os, signal, socket, sys, threading, time, urllib.error, warnings
+import contextlib, inspect, io, itertools, json, math, os, signal, sys, threading, time, warnings
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -21,9 +21,10 @@ from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders, input_resize
 from .data.augment import ssd_aug_transforms
-from .models.ssd import ssd_configs, ssd_coco_archs
-from .models.efficientdet import efficientdet_archs, efficientdet_config
-from .learner import make_learner, ValidateLastEpoch, NoValidation, save_detector, load_detector, read_detector, load_training_state, MAX_SIZE
+from .learner import ValidateLastEpoch, NoValidation
+from .modelfile import save_detector, load_detector, load_training_state, MAX_SIZE
+from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, weights_kwargs, weights_arch,
+                             pretrained_learner)
 from .files import atomic_path, write_json
 from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
 from .interpret import DetInterpretation, save_results
@@ -32,15 +33,9 @@ from .deploy import predict_files, export_onnx, load_onnx, image_files
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'run_dir', 'last_run', 'pick_device', 'to_device',
-           'recipe', 'recipe_epochs', 'default_size', 'weights_kwargs', 'weights_arch', 'pretrained_learner',
-           'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress', 'StepCap', 'CtrlC', 'RunLog',
-           'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap', 'train', 'load_model',
-           'predict', 'export', 'evaluate_model']
-
-# %% ../nbs/38_commands.ipynb #c005
-class CLIError(Exception):
-    "An error the person running `fastdet` can act on: printed as one line."
+__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
+           'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap',
+           'train', 'load_model', 'predict', 'export', 'evaluate_model']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -102,86 +97,6 @@ def to_device(learn, device:torch.device):
     "`learn` with its model and `DataLoaders` on `device`."
     learn.dls.to(device); learn.model.to(device)
     return learn
-
-# %% ../nbs/38_commands.ipynb #r002
-SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200, weights='none', aug='flip', ema='off')
-# your data: fine-tuning from pretrained weights (fastai's `fine_tune` learning rate), about 300 optimizer steps
-FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epoch_range=(3, 30), weights='pretrained', aug='ssd', ema='off')
-# your data, `--weights none`: from scratch needs many more steps (torchvision trains SSDLite from scratch for 600 COCO epochs)
-SCRATCH_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=5e-3, steps=2000, epoch_range=(10, 300), weights='none', aug='ssd', ema='off')
-
-def recipe(
-    data=None, # The training data; `None`: the built-in shapes dataset
-    weights:str=None, # As given (`None`: the recipe's)
-)->dict:
-    "The defaults of `fastdet train`: the built-in dataset's from-scratch recipe, else fine-tuning, or from scratch with `weights='none'` (their epochs follow from `steps` within `epoch_range`, see `recipe_epochs`)."
-    if data is None: return dict(SHAPES_RECIPE)
-    return dict(SCRATCH_RECIPE if weights == 'none' else FINETUNE_RECIPE)
-
-def recipe_epochs(
-    n_train:int, # Training images
-    bs:int, # Batch size (all processes together)
-    steps:int, # Optimizer steps aimed at
-    bounds:tuple, # `(fewest, most)` epochs
-)->int:
-    "Epochs that give about `steps` optimizer steps on `n_train` images, within `bounds`."
-    per_epoch = max(1, -(-n_train // bs))
-    return int(min(max(round(steps / per_epoch), bounds[0]), bounds[1]))
-
-def default_size(arch:str)->int:
-    "The image size `arch` was designed for: its SSD config's, or its EfficientDet config's (else 320)."
-    if arch in ssd_configs: return ssd_configs[arch]['size']
-    if arch in efficientdet_archs(): return max(efficientdet_config(arch).image_size)
-    return 320
-
-def _has_coco(arch:str)->bool: return arch in efficientdet_archs() or arch in ssd_coco_archs()
-
-def weights_kwargs(
-    arch:str, # The architecture
-    weights:str, # 'pretrained' (COCO where `arch` has them, else ImageNet), 'coco', 'imagenet', 'none', or a checkpoint file
-)->dict:
-    "`make_learner`'s arguments for `weights`, checked before anything downloads."
-    if weights == 'pretrained': weights = 'coco' if _has_coco(arch) else 'imagenet'
-    effdet = arch in efficientdet_archs()
-    if weights == 'none': return dict(pretrained=False)
-    if weights == 'imagenet': return dict(pretrained=False, pretrained_backbone=True) if effdet else dict(pretrained=True)
-    if weights == 'coco':
-        if not _has_coco(arch): raise CLIError(f"--weights coco: no COCO weights for {arch} (torchvision has them for "
-                                               f"{', '.join(ssd_coco_archs())}; effdet for its architectures): use --weights imagenet")
-        return dict(pretrained=True) if effdet else dict(pretrained=False, weights='coco')
-    if Path(weights).is_dir(): raise CLIError(f"--weights {weights}: a folder; give a checkpoint file (e.g. {Path(weights)/'model.pth'})")
-    if not Path(weights).is_file(): raise CLIError(f"--weights {weights}: no such file (pretrained, coco, imagenet, none or a checkpoint file)")
-    return dict(pretrained=False, weights=weights)
-
-def weights_arch(
-    weights:str, # `--weights`
-    arch:str=None, # `--arch` as given (`None`: not given)
-)->str:
-    "The architecture of a fastdet model file given as `--weights` (`arch` must agree), else `arch`."
-    if weights in (None, 'pretrained', 'coco', 'imagenet', 'none') or not Path(weights).is_file(): return arch
-    try: file_arch = read_detector(weights)['fastdet']['recipe']['arch']
-    except ValueError: return arch  # not fastdet's model file: a state dict, checked when loaded
-    if arch is not None and arch != file_arch:
-        raise CLIError(f"--weights {weights} is a {file_arch} model and --arch is {arch}: leave --arch out to fine-tune it")
-    return file_arch
-
-def _offline(e:BaseException)->bool:
-    "Whether `e` (or what caused it) is a failed download."
-    while e is not None:
-        if isinstance(e, (urllib.error.URLError, ConnectionError, socket.timeout)) or type(e).__name__ in _OFFLINE_ERRORS: return True
-        e = e.__cause__ or e.__context__
-    return False
-
-_OFFLINE_ERRORS = {'LocalEntryNotFoundError', 'ConnectTimeout', 'ReadTimeout', 'ConnectionError', 'MaxRetryError', 'NameResolutionError'}
-
-def pretrained_learner(dls, arch:str, weights:str, **kwargs):
-    "`make_learner(dls, arch, **weights_kwargs(arch, weights), **kwargs)`; a failed download of the weights becomes one line saying what to do."
-    try: return make_learner(dls, arch, **weights_kwargs(arch, weights), **kwargs)
-    except Exception as e:
-        if not _offline(e): raise
-        raise CLIError(f"could not download the pretrained weights of {arch} (--weights {weights}; no network? {e}): train from scratch "
-                       f"with --weights none, or give a local checkpoint with --weights FILE (or put the file in "
-                       f"{Path(torch.hub.get_dir())/'checkpoints'})") from None
 
 # %% ../nbs/38_commands.ipynb #c012
 def _read(data, fmt, images)->tuple:

@@ -23,7 +23,8 @@ from .data.readers import files_under
 from .data.core import input_resize
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss, _flatten_outputs
-from .learner import DetLearner, draw_boxes, images_dl, _empty_dls
+from .learner import DetLearner, draw_boxes, images_dl
+from .modelfile import _empty_dls
 from .files import atomic_path
 
 # %% auto #0

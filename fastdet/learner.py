@@ -6,38 +6,33 @@ Docs: https://fastdet.github.io/fastdet/learner.html.md"""
 
 # %% ../nbs/20_learner.ipynb #c001
 from __future__ import annotations
-import copy, math, tempfile, warnings
+import copy, warnings
 from pathlib import Path
-import numpy as np
 import torch
 from torch import Tensor
-from PIL import Image
 from fastcore.basics import ifnone
 from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, fine_tune)
 from fastai.data.transforms import Normalize
-from fastai.torch_core import show_image, to_cpu, default_device
+from fastai.torch_core import show_image, to_cpu
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import get_grid
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .boxes import bbox_to_pixels, unpad, detections_to_pixels
 from .data.records import DetRecord, DetImage
-from .data.core import DetResize, input_resize, check_batches, det_block
+from .data.core import input_resize, check_batches
 from .models.ssd import create_ssd, ssd_configs, ssd_split
 from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
 from .ema import add_ema
-from .files import atomic_path
 
 # %% auto #0
-__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'DETECTOR_FORMAT', 'MAX_SIZE', 'CollapseCheck', 'ChannelsLastInference',
-           'DetLearner', 'draw_boxes', 'add_normalize', 'check_batch_norm', 'ssd_learner', 'efficientdet_stats',
-           'EfficientDetLearner', 'efficientdet_learner', 'save_detector', 'check_description', 'read_detector',
-           'load_state', 'load_detector', 'load_training_state', 'make_learner', 'ValidateLastEpoch', 'NoValidation',
-           'images_dl']
+__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'CollapseCheck', 'ChannelsLastInference', 'DetLearner', 'draw_boxes',
+           'add_normalize', 'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner',
+           'efficientdet_learner', 'make_learner', 'ValidateLastEpoch', 'NoValidation', 'images_dl']
 
 # %% ../nbs/20_learner.ipynb #k002
 class CollapseCheck(Callback):
@@ -268,190 +263,6 @@ def efficientdet_learner(
     check_batch_norm(learn)
     if pretrained or weights is not None: learn.freeze()
     return add_ema(learn, ema)
-
-# %% ../nbs/20_learner.ipynb #n025
-DETECTOR_FORMAT = 'fastdet-detector/1'
-
-def _loss_settings(lf)->dict:
-    if isinstance(lf, MultiBoxLoss):
-        return dict(match_thresh=lf.match_thresh, neg_pos_ratio=lf.neg_pos_ratio, variances=list(lf.coder.variances),
-                    bbox_weight=lf.bbox_weight, score_thresh=lf.score_thresh, topk=lf.topk, nms_thresh=lf.nms_thresh, max_det=lf.max_det)
-    if isinstance(lf, EffDetLoss): return dict(max_det=lf.max_det)
-    raise ValueError(f"save_detector knows fastdet's losses, not {type(lf).__name__}: save this learner with `learn.export`")
-
-def _opt_state(opt)->dict:
-    "fastai's optimizer state in plain lists, dicts and numbers (fastai's uses `L` and numpy floats, which `torch.load(weights_only=True)` refuses)."
-    def plain(d:dict)->dict: return {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}  # (fastai's lrs can be numpy floats)
-    sd = opt.state_dict()
-    return dict(state=[plain(st) for st in sd['state']], hypers=[plain(h) for h in sd['hypers']])
-
-def save_detector(
-    learn:DetLearner, # A learner made by `ssd_learner`, `efficientdet_learner` or `load_detector`
-    fname, # File to write (`.pth`)
-    with_opt:bool=False, # Also the optimizer's state, to resume training (`load_training_state`)
-)->Path:
-    "Write `learn` as weights plus a description, a file that `load_detector` reads without unpickling any object; written whole or not at all."
-    recipe = getattr(learn, 'recipe', None)
-    if recipe is None: raise ValueError("this learner was not made by ssd_learner / efficientdet_learner: save it with `learn.export`")
-    from fastai.distributed import DistributedDL  # inside `learn.distrib_ctx()` (e.g. a callback saving the best model):
-    from fastai.torch_core import get_model       # the loaders are fastai's shards and the model is DDP-wrapped
-    dl = learn.dls.valid.dl if isinstance(learn.dls.valid, DistributedDL) else learn.dls.valid
-    rsz, norm = input_resize(dl), [t for t in dl.after_batch.fs if isinstance(t, Normalize)]
-    if rsz is None: raise ValueError("the DataLoaders have no Resize: save this learner with `learn.export`")
-    desc = dict(format=DETECTOR_FORMAT, recipe=recipe, vocab=[str(v) for v in learn.dls.vocab],
-                categories=[[int(k), str(v)] for k, v in (getattr(learn.dls, 'categories', None) or {}).items()],
-                size=[int(s) for s in rsz.size], method=str(rsz.method), pad_mode=str(rsz.pad_mode),
-                mean=to_cpu(norm[0].mean).flatten().tolist() if norm else None, std=to_cpu(norm[0].std).flatten().tolist() if norm else None,
-                loss=_loss_settings(learn.loss_func))
-    obj = dict(fastdet=desc, state_dict={k: v.detach().cpu() for k, v in get_model(learn.model).state_dict().items()})
-    if with_opt and learn.opt is not None: obj['opt'] = _opt_state(learn.opt)
-    with atomic_path(fname) as tmp: torch.save(obj, tmp)  # a crash or a full disk leaves the previous file, never half of one
-    return Path(fname)
-
-def _empty_dls(desc:dict):
-    "`DataLoaders` with the transforms of `desc` and no items (fastai needs one item to set up types: a 2x2 image, then dropped)."
-    with tempfile.TemporaryDirectory() as d:
-        fn = Path(d)/'x.png'
-        Image.new('RGB', (2, 2)).save(fn)
-        db = det_block(vocab=desc['vocab'][1:], item_tfms=[DetResize(tuple(desc['size'][::-1]), method=desc['method'], pad_mode=desc['pad_mode'])],
-                       splitter=lambda items: (list(range(len(items))), []))
-        dls = db.dataloaders([DetRecord(fn, np.zeros((0, 4)), [])], bs=1, num_workers=0).new_empty()
-    if desc['mean'] is not None: dls.add_tfms([Normalize.from_stats(desc['mean'], desc['std'])], 'after_batch')
-    dls.categories = {k: v for k, v in desc['categories']} or None
-    return dls
-
-MAX_SIZE = 4096  # pixels per side of a stored input size (EfficientDet-D7x, the largest, takes 1536)
-_LOSS_KEYS = {'match_thresh', 'neg_pos_ratio', 'variances', 'bbox_weight', 'score_thresh', 'topk', 'nms_thresh', 'max_det'}
-
-def _plain(v, where:str, fname, limit:float=1e6):
-    "Check that `v` holds only plain values (numbers finite and within +-`limit`)."
-    if isinstance(v, dict): return all(_plain(x, f"{where}.{k}", fname, limit) for k, x in v.items())
-    if isinstance(v, (list, tuple)): return all(_plain(x, f"{where}[{i}]", fname, limit) for i, x in enumerate(v))
-    if v is None or isinstance(v, (bool, str)): return True
-    if isinstance(v, (int, float)) and math.isfinite(v) and abs(v) <= limit: return True
-    raise ValueError(f"{fname}: its description holds {where} = {v!r}: not a sane value (a damaged or forged model file)")
-
-def check_description(
-    desc:dict, # The `fastdet` entry of a `save_detector` file
-    fname='the model file', # Named in errors
-)->dict:
-    "`desc` if every field has the type and range `load_detector` needs; else a `ValueError` naming the file and the field."
-    def bad(field, why): raise ValueError(f"{fname}: its description's {field} {why} (a damaged or forged model file)")
-    keys = {'format', 'recipe', 'vocab', 'categories', 'size', 'method', 'pad_mode', 'mean', 'std', 'loss'}
-    if set(desc) != keys: bad('fields', f"are {sorted(desc)}, not {sorted(keys)}")
-    _plain(desc, 'description', fname)
-    v = desc['vocab']
-    if not isinstance(v, list) or not 2 <= len(v) <= 10_001 or not all(isinstance(x, str) for x in v) or len(set(v)) != len(v):
-        bad('vocab', "is not a list of 1 to 10,000 distinct class names after '#na#'")
-    size = desc['size']
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_SIZE for x in size)):
-        bad('input size', f"{size!r} is not two whole numbers of pixels from 1 to {MAX_SIZE}")
-    if desc['method'] not in ('crop', 'pad', 'squish'): bad('resize method', f"{desc['method']!r} is not crop, pad or squish")
-    if desc['pad_mode'] not in ('zeros', 'border', 'reflection'): bad('padding mode', f"{desc['pad_mode']!r} is not zeros, border or reflection")
-    for k in ('mean', 'std'):
-        x = desc[k]
-        if x is not None and not (isinstance(x, list) and len(x) == 3 and all(isinstance(y, (int, float)) for y in x)): bad(k, f"{x!r} is not 3 numbers")
-    if (desc['mean'] is None) != (desc['std'] is None) or (desc['std'] is not None and not all(0 < y <= 1e3 for y in desc['std'])):
-        bad('normalisation', f"mean {desc['mean']!r} / std {desc['std']!r} is not a pair with positive std")
-    cats = desc['categories']
-    if not isinstance(cats, list) or not all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], int) and isinstance(c[1], str) for c in cats):
-        bad('categories', "are not [id, name] pairs")
-    loss = desc['loss']
-    if not isinstance(loss, dict) or set(loss) - _LOSS_KEYS: bad('loss settings', f"{sorted(loss) if isinstance(loss, dict) else loss!r} are not among {sorted(_LOSS_KEYS)}")
-    for k in ('match_thresh', 'score_thresh', 'nms_thresh'):
-        if k in loss and not 0 <= loss[k] <= 1: bad(f'loss setting {k}', f"{loss[k]!r} is not in [0, 1]")
-    for k in ('topk', 'max_det'):
-        if k in loss and not (isinstance(loss[k], int) and 1 <= loss[k] <= 100_000): bad(f'loss setting {k}', f"{loss[k]!r} is not a count from 1 to 100,000")
-    recipe = desc['recipe']
-    if not isinstance(recipe, dict) or not isinstance(recipe.get('arch'), str): bad('recipe', f"{recipe!r} names no architecture")
-    _plain(recipe, 'recipe', fname, limit=MAX_SIZE)  # strides, channels, scales, map counts: none is larger in any real model
-    return desc
-
-def _sniff(fname:Path)->str:
-    "What `fname` looks like from its first bytes: 'torch' (a zip, as `torch.save` writes), 'pickle', or 'other'."
-    with open(fname, 'rb') as f: head = f.read(4)
-    return 'torch' if head == b'PK\x03\x04' else 'pickle' if head[:1] == b'\x80' else 'other'
-
-def read_detector(
-    fname, # A file written by `save_detector`
-)->dict:
-    "The checked content of a `save_detector` file (`fastdet`: its description, `state_dict`, maybe `opt`), read without unpickling any object."
-    fname = Path(fname)
-    if fname.is_dir():
-        hint = f" (the model of a run is {fname/'model.pth'})" if (fname/'model.pth').is_file() else ''
-        raise IsADirectoryError(f"{fname}: a folder, not a model file{hint}")
-    if not fname.is_file(): raise FileNotFoundError(f"{fname}: no such model file")
-    kind = _sniff(fname)
-    if kind == 'other':
-        raise ValueError(f"{fname}: not a model file (neither a torch file nor a pickle); fastdet's model files are the model.pth that fastdet train writes")
-    try:
-        with warnings.catch_warnings():  # torch notes a pickle protocol it doesn't expect: the error below says what matters
-            warnings.filterwarnings('ignore', message='Detected pickle protocol')
-            obj = torch.load(fname, map_location='cpu', weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise ValueError(f"{fname}: not a fastdet model file that loads safely ({type(e).__name__}: {first}); it would need unpickling, "
-                         f"which runs code the file names") from None
-    if isinstance(obj, dict) and 'fastdet' not in obj and obj and all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{fname}: a bare state dict (weights without fastdet's description of the model): give it as "
-                         f"`weights=` when making a learner (`fastdet train --weights {fname}`) to start from it")
-    if not isinstance(obj, dict) or not isinstance(obj.get('fastdet'), dict) or obj['fastdet'].get('format') != DETECTOR_FORMAT:
-        raise ValueError(f"{fname}: not a model file written by fastdet's `save_detector` ({DETECTOR_FORMAT})")
-    if not isinstance(obj.get('state_dict'), dict) or not all(isinstance(v, Tensor) for v in obj['state_dict'].values()):
-        raise ValueError(f"{fname}: its weights are not a dict of tensors (a damaged model file)")
-    check_description(obj['fastdet'], fname)
-    return obj
-
-def load_state(
-    model:torch.nn.Module, # The model to load into
-    state:dict, # A state dict
-    fname='the checkpoint', # Named in errors
-):
-    "`model.load_state_dict(state)`, after checking that every tensor is there with its shape: else an error naming the file and the first misfit."
-    ours = model.state_dict()
-    for k, v in ours.items():
-        if k not in state: raise ValueError(f"{fname} does not fit this {type(model).__name__}: it has no tensor {k} {tuple(v.shape)}")
-        if state[k].shape != v.shape:
-            raise ValueError(f"{fname} does not fit this {type(model).__name__}: its {k} is {tuple(state[k].shape)}, the model's is {tuple(v.shape)}")
-    extra = [k for k in state if k not in ours]
-    if extra: raise ValueError(f"{fname} does not fit this {type(model).__name__}: it has {len(extra)} tensors the model lacks, e.g. {extra[0]}")
-    model.load_state_dict(state)
-    return model
-
-def load_detector(
-    fname, # A file written by `save_detector`
-    cpu:bool=True, # Keep the learner on the CPU (else on the default device)
-)->DetLearner:
-    "The learner of a `save_detector` file, rebuilt from its checked description and weights, reading nothing but tensors and plain values."
-    obj = read_detector(fname)
-    desc, recipe = obj['fastdet'], obj['fastdet']['recipe']
-    dls = _empty_dls(desc)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='.*already normalise')  # the file's own statistics, installed above
-            if recipe['arch'] in efficientdet_archs():
-                learn = efficientdet_learner(dls, recipe['arch'], pretrained=False, config=recipe.get('config'), **desc['loss'])
-            else:
-                learn = ssd_learner(dls, recipe['arch'], pretrained=False, model_kwargs=recipe.get('model_kwargs'), loss_func=MultiBoxLoss(**desc['loss']))
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{fname}: its description does not build a model ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-    load_state(learn.model, obj['state_dict'], fname)
-    if not cpu: learn.dls.to(default_device()); learn.model.to(default_device())
-    return learn
-
-def load_training_state(
-    learn:DetLearner, # The learner of the run, built as it was
-    fname, # A `save_detector(..., with_opt=True)` file (`models/last.pth` of `fastdet train`)
-):
-    "Load the weights and the optimizer's state of `fname` into `learn`, to resume training where it stopped."
-    obj = read_detector(fname)
-    from fastai.torch_core import get_model
-    load_state(get_model(learn.model), obj['state_dict'], fname)
-    if 'opt' in obj:
-        if learn.opt is None: learn.create_opt()
-        from fastcore.foundation import L
-        learn.opt.load_state_dict(dict(state=obj['opt']['state'], hypers=L(obj['opt']['hypers'])))
-    return learn
 
 # %% ../nbs/20_learner.ipynb #n029
 def make_learner(

@@ -145,7 +145,7 @@ def test_interrupt_saves_and_resume_finishes(tmp_path):
 def test_every_epoch_keeps_the_best_model(tmp_path):
     r = _run('train', '--n', 40, '--size', 64, '--epochs', 2, '--bs', 8, '--validate', 'every', '--out', tmp_path/'o', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    from fastdet.learner import load_detector
+    from fastdet.modelfile import load_detector
     assert (tmp_path/'o'/'best.pth').is_file() and (tmp_path/'o'/'models'/'last.pth').is_file()
     assert load_detector(tmp_path/'o'/'best.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
 
@@ -267,7 +267,7 @@ def test_train_in_two_processes(tmp_path):
     r = _run('train', '--n', 40, '--size', 64, '--epochs', 1, '--bs', 8, '--workers', 0, '--procs', 2, '--out', tmp_path/'o', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'x 2 processes (batch size 8 per process, 16 in all; lr as given)' in r.stdout and r.stdout.count('results in') == 1, r.stdout[-3000:]
-    from fastdet.learner import load_detector
+    from fastdet.modelfile import load_detector
     assert load_detector(tmp_path/'o'/'model.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
     r = _run('train', '--procs', 2, '--device', 'cpu', cwd=tmp_path)
     assert r.returncode == 1 and 'leave --device out' in r.stderr

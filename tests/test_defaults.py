@@ -66,7 +66,7 @@ def test_out_holding_a_run_is_refused(run, tmp_path, capsys):
 
 def test_a_failed_write_leaves_the_previous_file(run, tmp_path, monkeypatch):
     "A full disk in the middle of `torch.save` (simulated where torch writes): the old model file stays, no half file, the path is named."
-    from fastdet.learner import load_detector, save_detector
+    from fastdet.modelfile import load_detector, save_detector
     from fastdet.files import WriteError
     import shutil
     shutil.copy(run/'model.pth', tmp_path/'model.pth')
@@ -86,7 +86,7 @@ def test_export_never_overwrites_its_input(run, capsys):
 
 def test_a_crash_after_training_leaves_a_loadable_model(tmp_path, monkeypatch):
     import fastdet.commands as C
-    from fastdet.learner import load_detector
+    from fastdet.modelfile import load_detector
     def boom(*a, **k): raise RuntimeError('plotting failed')
     monkeypatch.setattr(C, 'save_results', boom)
     with pytest.raises(RuntimeError, match='plotting failed'):
@@ -177,7 +177,7 @@ def test_a_dataset_of_three_images_trains_without_validation(raccoons, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert '3 training / 0 validation images, validation: none: 3 images are too few to hold any back' in r.stdout
     assert 'each epoch shows them 6 times' in r.stdout and 'no metric' in r.stdout
-    from fastdet.learner import load_detector
+    from fastdet.modelfile import load_detector
     assert load_detector(tmp_path/'runs'/'train'/'model.pth').dls.vocab[1:] == ['raccoon']
 
 def test_one_image_under_two_spellings_is_one_image(raccoons, tmp_path):

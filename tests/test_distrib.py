@@ -30,7 +30,7 @@ class _Seen(Callback):
     def __init__(self, fname): self.fname = fname
     def before_fit(self): self.model_type, self.train_n, self.valid_n = type(self.learn.model).__name__, 0, 0
     def after_epoch(self):  # as a callback keeping the best model does: the model is DDP-wrapped, the loaders are shards
-        from fastdet.learner import save_detector
+        from fastdet.modelfile import save_detector
         save_detector(self.learn, self.fname)
     def after_batch(self):
         if self.training: self.train_n += len(self.yb[1])
@@ -45,7 +45,7 @@ def _job(arch:str='ssdlite_mobilenetv2', validate:bool=True):
     from fastdet.metrics import evaluate, COCOMetric, VOCMetric
     learn = _learner(arch, metrics=[COCOMetric('AP'), COCOMetric('AR100'), VOCMetric()])
     import tempfile
-    from fastdet.learner import load_detector
+    from fastdet.modelfile import load_detector
     fname = os.path.join(tempfile.mkdtemp(), 'model.pth')
     seen = _Seen(fname)
     before = evaluate(learn, voc=True)  # the seeded untrained model: the same weights in every process and in the test's

@@ -230,7 +230,7 @@ def test_predict_show_results_export(dls, tmp_path):
     b2, l2, s2 = learn2.predict(rec.file)
     assert torch.equal(b2, boxes) and l2 == labels and torch.equal(s2, scores)
     # the safe format: the same detections, bit for bit
-    from fastdet.learner import save_detector, load_detector
+    from fastdet.modelfile import save_detector, load_detector
     save_detector(learn, tmp_path/'effdet.pth')
     b3, l3, s3 = load_detector(tmp_path/'effdet.pth').predict(rec.file)
     assert torch.equal(b3, boxes) and l3 == labels and torch.equal(s3, scores)

@@ -8,7 +8,8 @@ from fastai.learner import load_learner
 from fastai.torch_core import find_bs, get_model
 from timm.utils.model_ema import ModelEmaV3
 from fastdet.data.core import DetDataLoaders
-from fastdet.learner import ssd_learner, efficientdet_learner, save_detector, load_detector, ValidateLastEpoch
+from fastdet.learner import ssd_learner, efficientdet_learner, ValidateLastEpoch
+from fastdet.modelfile import save_detector, load_detector
 from fastdet.ema import EMACallback
 from fastdet.deploy import export_module
 

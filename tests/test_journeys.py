@@ -40,7 +40,7 @@ def check_recipe(stdout:str, bounds:tuple):
 
 def check_model(fn, image):
     "The model file loads without unpickling and predicts on a real photo."
-    from fastdet.learner import load_detector
+    from fastdet.modelfile import load_detector
     learn = load_detector(fn)
     boxes, labels, scores = learn.predict(image)
     assert boxes.shape[-1] == 4 and len(labels) == len(scores) == len(boxes)

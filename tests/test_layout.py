@@ -10,7 +10,7 @@ LAYERS = ['files', 'boxes',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
           'losses.ssd', 'losses.efficientdet',
-          'metrics', 'ema', 'learner', 'interpret', 'distrib', 'deploy', 'commands', 'cli']
+          'metrics', 'ema', 'learner', 'modelfile', 'interpret', 'distrib', 'deploy', 'recipes', 'commands', 'cli']
 NOT_LAYERED = {'__init__', '_modidx', 'all'}
 
 def _module(path:Path)->str:
@@ -56,7 +56,7 @@ def test_the_check_catches_an_upward_import():
 
 def test_all_reaches_every_public_name():
     import fastdet.all as everything
-    for m in [m for m in LAYERS if m not in ('commands', 'cli')]:  # the command line's names are not part of `from fastdet.all import *`
+    for m in [m for m in LAYERS if m not in ('recipes', 'commands', 'cli')]:  # the command line's names are not part of `from fastdet.all import *`
         mod = importlib.import_module(f'fastdet.{m}')
         missing = [n for n in mod.__all__ if getattr(everything, n, None) is not getattr(mod, n)]
         assert not missing, f"fastdet.all does not reach {missing} of fastdet.{m}"

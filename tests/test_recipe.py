@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from fastdet.commands import (recipe, recipe_epochs, default_size, weights_kwargs, pretrained_learner, train_dls, CLIError,
-                              SHAPES_RECIPE, FINETUNE_RECIPE, SCRATCH_RECIPE)
+from fastdet.recipes import (recipe, recipe_epochs, default_size, weights_kwargs, pretrained_learner, CLIError,
+                             SHAPES_RECIPE, FINETUNE_RECIPE, SCRATCH_RECIPE)
+from fastdet.commands import train_dls
 
 EXE = Path(sys.executable).parent/'fastdet'
 OFFLINE = {'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9', 'HF_HUB_OFFLINE': '1'}  # any download fails at once
