@@ -15,7 +15,7 @@ import fastai.distributed
 from fastai.distributed import DistributedDL, DistributedTrainer
 
 # %% auto #0
-__all__ = ['cpu_run', 'is_rank0', 'rank0_print', 'alone', 'from_rank0', 'launch']
+__all__ = ['cpu_run', 'patch_fastai_ddp', 'is_rank0', 'rank0_print', 'alone', 'from_rank0', 'launch']
 
 # %% ../nbs/34_distrib.ipynb #c005
 def cpu_run()->bool:
@@ -54,10 +54,13 @@ def _after_fit(self):
 
 for f, orig in ((_setup_distrib, _fastai_setup_distrib), (_broadcast, _fastai_broadcast), (_trainer_init, _fastai_trainer_init),
                 (_after_fit, _fastai_after_fit)): f._fastai = orig
-fastai.distributed.setup_distrib = _setup_distrib  # what `Learner.distrib_ctx(in_notebook=True)` calls
-DistributedDL._broadcast = _broadcast
-DistributedTrainer.__init__ = _trainer_init
-DistributedTrainer.after_fit = _after_fit
+
+def patch_fastai_ddp():
+    "Make fastai's DDP run on CPUs (`gloo`) as on GPUs: fastai's `setup_distrib`, `DistributedDL._broadcast` and `DistributedTrainer` replaced by the versions above (each calls fastai's own on GPUs). Called by `launch` and `DetLearner.distrib_ctx`, never at import."
+    fastai.distributed.setup_distrib = _setup_distrib  # what `Learner.distrib_ctx(in_notebook=True)` calls
+    DistributedDL._broadcast = _broadcast
+    DistributedTrainer.__init__ = _trainer_init
+    DistributedTrainer.after_fit = _after_fit
 
 # %% ../nbs/34_distrib.ipynb #c009
 def is_rank0()->bool:
@@ -100,6 +103,7 @@ def _worker(rank:int, fn, procs:int, port:int, cuda:bool, args:tuple, kwargs:dic
         threads = max(1, (os.cpu_count() or 1) // procs)
         os.environ.setdefault('OMP_NUM_THREADS', str(threads))  # Accelerate reads it
         torch.set_num_threads(threads)
+    patch_fastai_ddp()
     dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://', rank=rank, world_size=procs)
     try:
         out = fn(*args, **kwargs)

@@ -28,6 +28,7 @@ from .models.efficientdet import efficientdet_archs, efficientdet_config, create
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
 from .ema import add_ema
+from .distrib import patch_fastai_ddp
 
 # %% auto #0
 __all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'CollapseCheck', 'ChannelsLastInference', 'DetLearner', 'draw_boxes',
@@ -95,6 +96,11 @@ class DetLearner(Learner):
         return px, [self.dls.vocab[int(i)] for i in labels], scores
 
     new_groups = 2  # parameter groups that `freeze()` leaves trainable: the layers new to the weights
+
+    def distrib_ctx(self, *args, **kwargs):
+        "fastai's `distrib_ctx` (DDP through Accelerate), with fastai's DDP made to run on CPUs too (`patch_fastai_ddp`)."
+        patch_fastai_ddp()
+        return super().distrib_ctx(*args, **kwargs)
 
     def freeze(self):
         "Train only the layers the pretrained weights did not provide (the last `new_groups` groups), as `vision_learner` does."

@@ -1,5 +1,5 @@
 "Distributed data parallel on the CPU (2 processes, gloo): training keeps the ranks identical, the metrics are exactly one process's."
-import os, time
+import os, subprocess, sys, time
 import numpy as np
 import pytest
 import torch
@@ -142,3 +142,11 @@ def _split(flat, sd):
     for v in sd.values():
         out.append(torch.as_tensor(flat[i:i + v.numel()]).reshape(v.shape).to(v.dtype)); i += v.numel()
     return out
+
+def test_importing_fastdet_patches_nothing_in_fastai():
+    "fastai's DDP functions are replaced by an explicit `patch_fastai_ddp()` (made by `launch` and `DetLearner.distrib_ctx`), not by an import."
+    code = ("import fastai.distributed as fd, fastdet.all, fastdet.commands; from fastai.distributed import DistributedDL, DistributedTrainer; "
+            "before = (fd.setup_distrib.__module__, DistributedDL._broadcast.__module__, DistributedTrainer.__init__.__module__); "
+            "from fastdet.distrib import patch_fastai_ddp; patch_fastai_ddp(); print(before, fd.setup_distrib.__module__)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "('fastai.distributed', 'fastai.distributed', 'fastai.distributed') fastdet.distrib", r.stdout + r.stderr[-2000:]

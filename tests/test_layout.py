@@ -10,7 +10,7 @@ LAYERS = ['files', 'boxes',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
           'losses.ssd', 'losses.efficientdet',
-          'metrics', 'ema', 'learner', 'modelfile', 'interpret', 'distrib', 'deploy', 'recipes', 'commands', 'cli']
+          'metrics', 'ema', 'distrib', 'learner', 'modelfile', 'interpret', 'deploy', 'recipes', 'commands', 'cli']
 NOT_LAYERED = {'__init__', '_modidx', 'all'}
 
 def _module(path:Path)->str:
