@@ -32,8 +32,7 @@ def _learner(arch:str, workers:int):
     size, bs = (320, 64) if arch.startswith('ssd') else (512, 32)
     torch.manual_seed(0)
     dls = DetDataLoaders.from_shapes(n=2500, size=size, render_size=512, bs=bs, num_workers=workers)
-    kw = dict(pretrained_backbone=False) if not arch.startswith('ssd') else {}
-    return make_learner(dls, arch, pretrained=False, metrics=[COCOMetric('AP'), COCOMetric('AP50')], **kw), size, bs
+    return make_learner(dls, arch, weights=None, metrics=[COCOMetric('AP'), COCOMetric('AP50')]), size, bs
 
 def check(arch:str, steps:int, workers:int, tol:float=1e-4, n_compare:int=128)->bool:
     from fastdet.metrics import evaluate, coco_table

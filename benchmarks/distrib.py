@@ -20,7 +20,7 @@ def _learner(n, size, bs):
     from fastdet.learner import ssd_learner
     torch.manual_seed(0)
     dls = DetDataLoaders.from_shapes(n=n, size=size, bs=bs, val_bs=1, num_workers=0)
-    return ssd_learner(dls, 'ssdlite_mobilenetv2', pretrained=False)
+    return ssd_learner(dls, 'ssdlite_mobilenetv2', weights=None)
 
 def epoch(n:int, size:int, bs:int, ddp:bool):
     "Seconds of one training epoch (no validation), then the stats of the whole validation set and the weights."

@@ -59,7 +59,7 @@ def bench_step(reps, size, bs):
     from fastdet.losses.efficientdet import effdet_targets
     dls = DetDataLoaders.from_shapes(n=4 * bs, size=size, render_size=size, bs=bs, seed=5, num_workers=0)
     opt_func = partial(OptimWrapper, opt=torch.optim.AdamW)  # the same optimiser on both sides
-    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, opt_func=opt_func, lr=1e-4)
+    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None, opt_func=opt_func, lr=1e-4)
     x, b, l = dls.one_batch()
     model = learn.model
     bench = DetBenchTrain(copy.deepcopy(model), create_labeler=True).train()

@@ -141,7 +141,7 @@ def train_fastdet(recs, valid_idx, classes, steps, arch, aug, workers):
     r = SCRATCH_RECIPE
     dls = DetDataLoaders.from_records(DetRecords(recs, getattr(recs, 'categories', None)), vocab=classes, valid_idx=valid_idx, size=SIZE, bs=BS,
                                       batch_tfms=aug_tfms(aug), num_workers=workers, check_images=False)
-    learn = make_learner(dls, arch, pretrained=False, ema=r['ema'] == 'on')
+    learn = make_learner(dls, arch, weights=None, ema=r['ema'] == 'on')
     epochs = max(1, round(steps / len(dls.train)))
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, r['lr'])
     files = [recs[i].file for i in valid_idx]

@@ -34,7 +34,7 @@ def _learner(size=320, score_thresh=.02):
     c = _data()
     dls = DetDataLoaders.from_coco(c/'annotations'/'instances_train2017.json', c/'images'/'train2017', size=size, bs=16,
                                    num_workers=0, check_images=False)
-    learn = ssd_learner(dls, 'ssdlite320_mobilenet_v3_large', pretrained=False)
+    learn = ssd_learner(dls, 'ssdlite320_mobilenet_v3_large', weights=None)
     learn.loss_func.score_thresh = score_thresh
     return learn
 
@@ -71,7 +71,7 @@ def main():
     if a.peak_rss_child: return child_peak_rss(a.n, a.bs, a.workers, a.score_thresh)
     import warnings; warnings.filterwarnings('ignore')
     from fastdet.data.records import open_image
-    from fastdet.deploy import predict_files, export_onnx, load_onnx, export_module
+    from fastdet.deploy import predict_files, load_onnx
     import torchvision
     from torchvision.transforms.functional import pil_to_tensor
     files = _files(a.n)
@@ -108,9 +108,9 @@ def main():
         res['network alone, batched'] = _rate(len(x), lambda: [net(b) for b in xn])
         res['network alone, 1 image a pass'] = _rate(a.loop_n, lambda: [net(b[None]) for b in torch.cat(xn)[:a.loop_n]])
     net.to(memory_format=torch.contiguous_format)
-    m = export_module(learn)
+    m = learn.export_module()
     with tempfile.TemporaryDirectory() as d:
-        det = load_onnx(export_onnx(learn, Path(d)/'ssdlite.onnx'))
+        det = load_onnx(learn.export_onnx(Path(d)/'ssdlite.onnx'))
         det(batches[0].numpy())
         def eager():
             with torch.no_grad(): [m(b) for b in batches]

@@ -18,7 +18,7 @@ from fastdet.boxes import bbox_to_pixels
 from fastdet.anchors.ssd import match_anchors
 from fastdet.models.ssd import create_ssd, fm_sizes
 from fastdet.losses.ssd import MultiBoxLoss
-from fastdet.learner import ssd_meta
+from fastdet.families import SSD_FAMILY
 
 def timeit(f, iters, warmup=1):
     for _ in range(warmup): f()
@@ -53,7 +53,7 @@ def train_and_infer(name, bs, iters, n_classes):
     tv_images = list((x - x.min()) / (x.max() - x.min()))  # torchvision normalises inside its transform
     ours = create_ssd(name, num_classes=n_classes)
     tv = build(num_classes=n_classes + 1, weights=None, weights_backbone=None)
-    loss_func = MultiBoxLoss(**ssd_meta[name]['decode'])
+    loss_func = MultiBoxLoss(**SSD_FAMILY.decode(name))
     opt_o = torch.optim.SGD(ours.parameters(), lr=1e-4); opt_t = torch.optim.SGD(tv.parameters(), lr=1e-4)
 
     def step_ours():

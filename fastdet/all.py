@@ -13,6 +13,9 @@ from .models.efficientdet import *
 from .losses.ssd import *
 from .losses.efficientdet import *
 from .ema import *
+from .families import *
+from .prediction import *
+from .export import *
 from .learner import *
 from .modelfile import *
 from .metrics import *

@@ -8,13 +8,13 @@ Docs: https://fastdet.github.io/fastdet/boxes.html.md"""
 from __future__ import annotations
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, batched_nms
 from fastai.vision.core import TensorBBox
 from fastai.vision.augment import Resize, ResizeMethod
 
 # %% auto #0
 __all__ = ['PIXEL_FORMATS', 'convert_boxes', 'bbox_to_pixels', 'pixels_to_bbox', 'is_padding', 'unpad', 'pad_detections',
-           'input_window', 'detections_to_pixels']
+           'class_nms', 'top_detections', 'input_window', 'detections_to_pixels']
 
 # %% ../nbs/00_boxes.ipynb #c005
 PIXEL_FORMATS = ('xyxy', 'yxyx', 'xywh', 'cxcywh')
@@ -97,6 +97,54 @@ def pad_detections(
     out_b = boxes.new_zeros(n_images, max_det, 4); out_l = labels.new_zeros(n_images, max_det); out_s = scores.new_zeros(n_images, max_det)
     out_b[img, rank] = boxes[order]; out_l[img, rank] = labels[order]; out_s[img, rank] = scores[order]
     return out_b, out_l, out_s
+
+def _class_nms(boxes, scores, iou:float, score_thresh:float, candidates=None)->Tensor:
+    b, c, j = (scores > score_thresh).nonzero(as_tuple=True) if candidates is None else candidates
+    s = scores[b, c, j]
+    above = s > score_thresh
+    b, c, j, s = b[above], c[above], j[above], s[above]
+    keep = batched_nms(boxes[b, j], s, b * scores.shape[1] + c, iou)  # by decreasing score, ties in candidate order
+    return torch.stack([b[keep], c[keep], j[keep]], 1)
+
+class _ONNXNMS(torch.autograd.Function):
+    "Per-class NMS as ONNX's `NonMaxSuppression` in an export (traced as `_class_nms` with every candidate)."
+    @staticmethod
+    def forward(ctx, boxes, scores, iou:float, score_thresh:float): return _class_nms(boxes, scores, iou, score_thresh)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou, score_thresh):
+        const = lambda v, dt: g.op('Constant', value_t=torch.tensor([v], dtype=dt))
+        return g.op('NonMaxSuppression', boxes, scores, const(2 ** 31 - 1, torch.long), const(iou, torch.float),
+                    const(score_thresh, torch.float), center_point_box_i=0)
+
+def class_nms(
+    boxes:Tensor, # `[B, N, 4]` xyxy candidate boxes, shared by every class
+    scores:Tensor, # `[B, C, N]` their score in each class (0 where a box is no candidate of a class)
+    iou:float, # NMS IoU threshold, per class
+    score_thresh:float=0., # Candidates from above this score
+    candidates:tuple=None, # `(image, class, box)` index tensors listing the candidates in the order that breaks ties of equal score (the reference library's); default: class by class
+)->Tensor:
+    "Per-class NMS: the kept `(image, class, box)` triples `[M, 3]` by decreasing score (torchvision's `batched_nms`); in an ONNX export, ONNX's `NonMaxSuppression` (its triples by image and class)."
+    if torch.onnx.is_in_onnx_export(): return _ONNXNMS.apply(boxes, scores, iou, score_thresh)
+    return _class_nms(boxes, scores, iou, score_thresh, candidates)
+
+def top_detections(
+    sel:Tensor, # `[M, 3]` `(image, class, box)` triples of `class_nms`
+    boxes:Tensor, # `[B, N, 4]` the boxes `sel` indexes
+    scores:Tensor, # `[B, C, N]` their scores
+    max_det:int, # Detections kept per image (`K`)
+)->tuple:
+    "The `max_det` best detections of each image, zero-padded: `(boxes [B, K, 4], labels [B, K] 1..C, scores [B, K])`; in an ONNX export, a top-k (the same detections; ties of equal score in the operator's order)."
+    b, c, j = sel.unbind(1)
+    B = boxes.shape[0]
+    s, bx = scores[b, c, j], boxes[b, j]
+    if not torch.onnx.is_in_onnx_export(): return pad_detections(b, bx, c + 1, s, B, max_det)  # ties stay in `sel`'s order, as torchvision's
+    # one row per image: a detection's score in its image's row, -1 elsewhere and in `max_det` padding columns
+    grid = torch.where(b[None] == torch.arange(B, device=b.device)[:, None], s[None], s.new_full((1,), -1.))
+    top, k = torch.cat([grid, grid.new_full((B, max_det), -1.)], 1).topk(max_det, dim=1)
+    real = top >= 0
+    return (torch.cat([bx, bx.new_zeros(max_det, 4)])[k] * real[..., None], torch.cat([c + 1, c.new_zeros(max_det)])[k] * real,
+            top.clamp(min=0))
 
 # %% ../nbs/00_boxes.ipynb #n020
 def input_window(

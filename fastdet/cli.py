@@ -7,47 +7,31 @@ Docs: https://fastdet.github.io/fastdet/cli.html.md"""
 # %% ../nbs/40_cli.ipynb #c001
 from __future__ import annotations
 import inspect, os, sys
+from typing import Annotated
+from fastcore.docments import docments
 from fastcore.script import anno_parser, store_true
 import fastdet
+from .options import TrainOptions
 
 # %% auto #0
-__all__ = ['COMMANDS', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_export', 'usage', 'parser', 'one_line',
-           'main']
+__all__ = ['COMMANDS', 'options_signature', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_export', 'usage',
+           'parser', 'one_line', 'main']
 
 # %% ../nbs/40_cli.ipynb #c006
-def fastdet_train(
-    data:str=None, # COCO json, VOC folder, YOLO yaml/folder or CSV (default: the built-in shapes dataset)
-    valid:str=None, # A second dataset as the validation set (any format; its classes must be among DATA's); else DATA's own split or a random 20%
-    format:str=None, # Data format of DATA (coco, voc, yolo, csv); recognised from DATA when not given
-    images:str=None, # Folder of DATA's images, when the annotations' reader can't find them (COCO json, VOC, CSV)
-    valid_images:str=None, # Folder of VALID's images, likewise
-    arch:str=None, # Architecture: an SSD name (ssdlite320_mobilenet_v3_large, ssd300_vgg16, ...) or an effdet name (default: ssdlite320_mobilenet_v3_large; built-in data: ssdlite_mobilenetv2)
-    weights:str=None, # pretrained (COCO where the architecture has them, else ImageNet), coco, imagenet, none (from scratch) or a checkpoint file (default: pretrained; built-in data: none)
-    size:int=None, # Input size (default: the architecture's, e.g. 320; built-in data: 160)
-    bs:int=None, # Batch size (default: 16)
-    epochs:int=None, # Epochs (default: about 300 optimizer steps when fine-tuning, 3 to 30 epochs; 2000 from scratch, 10 to 300 epochs; built-in data: 5)
-    max_steps:int=None, # At most N optimizer steps in all, the schedule fitted to them: a quick trial of the whole run (default: no cap)
-    lr:float=None, # Learning rate, the one-cycle maximum (default: 2e-3 fine-tuning, 5e-3 from scratch; built-in data: 1e-2)
-    aug:str=None, # Training augmentation: ssd (photometric, zoom out, min-IoU crop, flip), flip or none (default: ssd; built-in data: flip)
-    ema:str=None, # Weight EMA: on, off or a decay such as 0.9998 (default: off; `--ema on` uses decay 0.9998)
-    lr_find:store_true=False, # Use `lr_find`'s suggestion instead of --lr
-    validate:str=None, # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
-    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
-    workers:int=None, # Data loading processes (default: fastai's, one per core)
-    procs:int=1, # Train in N processes (fastai's DDP through Accelerate): one per GPU, or N sharing the CPU; --bs is per process
-    out:str=None, # Run folder (default: runs/train, runs/train2, ...); a folder holding files is refused without --exist-ok
-    exist_ok:store_true=False, # Write into --out even if it holds files (they are replaced)
-    resume:store_true=False, # Continue the interrupted run in --out (default: the latest) from its last finished epoch, with its own arguments
-    pickle:store_true=False, # Also write model.pkl (fastai's `export`: loading it unpickles, i.e. runs code)
-    verbose:store_true=False, # List the files behind each repair of the data check
-    n:int=None, # Images of the built-in dataset (default: 1200)
-    seed:int=0, # Seed of the random split (and of the built-in dataset)
-):
+def options_signature(
+    cls, # A dataclass of options, such as `TrainOptions`, with a `cli_names` classmethod
+    pos=(), # The options given by position
+)->inspect.Signature:
+    "A command's parameters from the fields of `cls`: command-line names, types, defaults, and docments as `Annotated` help, which `anno_parser` reads."
+    docs, P = docments(cls, full=True, eval_str=True), inspect.Parameter
+    return inspect.Signature([P(c, P.POSITIONAL_OR_KEYWORD if c in pos else P.KEYWORD_ONLY, default=docs[f].default,
+                                annotation=Annotated[docs[f].anno, docs[f].docment]) for f, c in cls.cli_names().items()])
+
+def fastdet_train(data:str=None, **options):
     "Train a detector and print the COCO statistics of its validation set"
     from .commands import train
-    train(data, format, arch, size, bs, epochs, lr, lr_find, n, seed, out, validate=validate, weights=weights, images=images, aug=aug, ema=ema,
-          valid=valid, valid_images=valid_images, pickle=pickle, resume=resume, device=device, workers=workers, verbose=verbose, procs=procs,
-          max_steps=max_steps, exist_ok=exist_ok)
+    train(TrainOptions.from_cli(data=data, **options))
+fastdet_train.__signature__ = options_signature(TrainOptions, pos=['data'])  # every option of `TrainOptions`, under its command-line name
 
 def fastdet_predict(
     model:str, # Model file of fastdet train (model.pth; or the model.onnx of fastdet export)

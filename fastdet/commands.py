@@ -8,6 +8,7 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 from __future__ import annotations
 import contextlib, inspect, io, itertools, json, math, os, signal, sys, threading, time, warnings
 from types import SimpleNamespace
+from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 from fastai.learner import load_learner
@@ -17,19 +18,20 @@ from fastai.callback.core import Callback, CancelTrainException
 from fastai.callback.progress import CSVLogger
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
+from .options import TrainOptions, takes_options
 from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
-from .data.core import DetDataLoaders, input_resize
+from .data.core import DetDataLoaders
 from .data.augment import ssd_aug_transforms
 from .learner import ValidateLastEpoch, NoValidation
 from .modelfile import save_detector, load_detector, load_training_state, MAX_SIZE
-from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, weights_kwargs, weights_arch,
+from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
                              pretrained_learner)
 from .files import atomic_path, write_json
 from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
 from .interpret import DetInterpretation, save_results
 from .distrib import launch, is_rank0, from_rank0, alone
-from .deploy import predict_files, export_onnx, load_onnx, image_files
+from .deploy import predict_files, load_onnx, image_files
 import torch.distributed as dist
 
 # %% auto #0
@@ -302,20 +304,17 @@ def step_cap(
     epochs = max(1, min(epochs, max_steps // per_epoch - frozen))
     return epochs, max(1, min(per_epoch, max_steps // (epochs + frozen)))
 
-_TRAIN_ARGS = ('data', 'fmt', 'arch', 'size', 'bs', 'epochs', 'lr', 'lr_find', 'n', 'seed', 'validate', 'weights', 'images',
-               'valid', 'valid_images', 'aug', 'ema', 'max_steps')
-
-def _resumed(out, given:dict)->tuple:
-    "The arguments of the interrupted run in `out` (or the latest run), and where it stopped; a finished run is refused."
-    out = last_run('train') if out is None else Path(out)
+def _resumed(o:TrainOptions)->tuple:
+    "`o` with the recorded options of the interrupted run in `o.out` (or the latest run), and where that run stopped; a finished run is refused."
+    out = last_run('train') if o.out is None else Path(o.out)
     if not (out/'progress.json').is_file(): raise CLIError(f"{out}: nothing to resume (no progress.json from an interrupted fastdet train)")
     progress = json.loads((out/'progress.json').read_text())
     if _finished(progress):
         raise CLIError(f"{out}: this run finished all its epochs; nothing to resume (its model is {out/'model.pth'}; "
                        f"fine-tune it further with fastdet train DATA --weights {out/'model.pth'})")
     if not (out/'models'/'last.pth').is_file(): raise CLIError(f"{out}: no models/last.pth to resume from")
-    args = json.loads((out/'args.json').read_text())
-    return out, {k: args.get(k, given[k]) for k in _TRAIN_ARGS}, progress
+    saved = json.loads((out/'args.json').read_text())
+    return replace(o, out=out, **{k: saved[k] for k in o.record() if k in saved}), progress
 
 def _quiet_unless_rank0(): return contextlib.nullcontext() if is_rank0() else contextlib.redirect_stdout(io.StringIO())
 
@@ -335,25 +334,22 @@ def _launch(fn, procs:int, kw:dict, device):
     try: return launch(fn, procs, kw)
     except ValueError as e: raise CLIError(str(e)) from None
 
+@takes_options
 def train(
-    data=None, fmt:str=None, arch:str=None, size:int=None, bs:int=None, epochs:int=None, lr:float=None, lr_find:bool=False,
-    n:int=None, seed:int=0, out=None, show:bool=True, validate:str=None, weights=None, images=None,
-    valid=None, valid_images=None, pickle:bool=False, resume:bool=False, device=None, workers:int=None, verbose:bool=False, procs:int=1,
-    aug:str=None, ema:str=None, max_steps:int=None, exist_ok:bool=False,
+    opts:TrainOptions=None, # The options (default: `TrainOptions()`), which keywords override
+    **kwargs,
 )->tuple:
-    "Train a detector as `fastdet train` does (see its options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
+    "Train a detector as `fastdet train` does (the same options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
+    o = replace(TrainOptions() if opts is None else opts, **kwargs)  # an unknown keyword: a TypeError naming it
     import matplotlib; matplotlib.use('Agg')
-    check_train_options(epochs, bs, lr, size, n, workers, procs, max_steps, seed)
-    if procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
-        kw = {k: v for k, v in locals().items() if k in inspect.signature(train).parameters and k != 'procs'}
-        _no_device(procs, device)
-        kw['out'], kw['exist_ok'] = str(_resumed(out, {k: None for k in _TRAIN_ARGS})[0] if resume else run_dir('train', out, exist_ok=exist_ok)), True
-        return None, _launch(_train_in_process, procs, kw, device)
+    check_train_options(o.epochs, o.bs, o.lr, o.size, o.n, o.workers, o.procs, o.max_steps, o.seed)
+    if o.procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
+        _no_device(o.procs, o.device)
+        out = _resumed(o)[0].out if o.resume else run_dir('train', o.out, exist_ok=o.exist_ok)
+        return None, _launch(_train_in_process, o.procs, asdict(replace(o, procs=1, out=str(out), exist_ok=True)), o.device)
     t0 = time.time()
-    args = dict(data=data, fmt=fmt, arch=arch, size=size, bs=bs, epochs=epochs, lr=lr, lr_find=lr_find, n=n, seed=seed,
-                validate=validate, weights=weights, images=images, valid=valid, valid_images=valid_images, aug=aug, ema=ema, max_steps=max_steps)
-    if resume: out, args, progress = _resumed(out, args)
-    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}
+    if o.resume: o, progress = _resumed(o)
+    args = o.record()
     rcp = recipe(args['data'], args['weights'])
     bs_given = args['bs'] is not None
     if args['arch'] is None: args['arch'] = weights_arch(args['weights'], None)  # fastdet's own model file: its architecture
@@ -362,17 +358,17 @@ def train(
     if args['size'] is None: args['size'] = default_size(args['arch'])
     a = SimpleNamespace(**args)
     weights_arch(a.weights, a.arch)  # --arch and a fastdet model file given as --weights agree
-    dev = pick_device(device)
-    wkw = weights_kwargs(a.arch, a.weights)  # checked before reading the data
-    dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, workers, dev,
+    dev = pick_device(o.device)
+    start_weights(a.arch, a.weights)  # checked before reading the data
+    dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, o.workers, dev,
                           fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
     if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
-    if not resume: out = run_dir('train', out, exist_ok=exist_ok)  # claimed once the data is read: a data error leaves no empty run
+    out = o.out if o.resume else run_dir('train', o.out, exist_ok=o.exist_ok)  # claimed once the data is read: a data error leaves no empty run
     if is_rank0(): write_json(out/'args.json', args, indent=1)
     print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
           f"{a.bs * n_procs} in all; lr as given)" if n_procs > 1 else '') + f", run folder {out}")
-    print(data_summary(dls, info, verbose))
+    print(data_summary(dls, info, o.verbose))
     print(recipe_summary(a, len(dls.train_ds), n_procs))
     fine_tune = a.weights != 'none'
     epochs, per_epoch = step_cap(a.epochs, len(dls.train), a.max_steps, int(fine_tune))
@@ -387,7 +383,7 @@ def train(
     metrics = [COCOMetric('AP'), COCOMetric('AP50')] if has_valid else []
     learn = pretrained_learner(dls, a.arch, a.weights, metrics=metrics, path=out, ema=_ema(a.ema))
     phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
-    if resume:
+    if o.resume:
         load_training_state(learn, out/'models'/'last.pth')
         phase, done = progress['phase'], progress['epoch']
         if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
@@ -396,7 +392,7 @@ def train(
         with alone(): suggestion = learn.lr_find(show_plot=False).valley if is_rank0() else None
         lr = from_rank0(suggestion)
         print(f"lr_find suggests lr={lr:.2e}")
-    if not resume and is_rank0(): (out/'results.csv').unlink(missing_ok=True)
+    if not o.resume and is_rank0(): (out/'results.csv').unlink(missing_ok=True)
     ctrl_c = CtrlC()
     cbs = ([RunLog()] if is_rank0() else []) + ([NoValidation()] if not has_valid else [] if every else [ValidateLastEpoch()]) + [ctrl_c]
     if per_epoch < len(dls.train): cbs.append(StepCap(per_epoch))
@@ -418,13 +414,13 @@ def train(
         stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
         print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
     if not is_rank0(): return learn, stats  # the other processes of a --procs run: rank 0 writes
-    if pickle:
+    if o.pickle:
         learn.fastdet_version = fastdet.__version__
         with atomic_path(out/'model.pkl') as tmp: learn.export(tmp.resolve())
         written.append('model.pkl')
     if has_valid:
         write_json(out/'stats.json', stats, indent=1); written.append('stats.json')
-        if show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
+        if o.show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
             with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out)]
         fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
         print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
@@ -496,7 +492,7 @@ def export(
     opset:int=17, # ONNX opset
     unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
 )->Path:
-    "Write a saved model for deployment outside Python (`export_onnx`: normalisation, decoding and NMS inside the graph), whole or not at all."
+    "Write a saved model for deployment outside Python (`DetLearner.export_onnx`: normalisation, decoding and NMS inside the graph), whole or not at all."
     if format != 'onnx': raise CLIError(f"--format {format}: fastdet exports to 'onnx'")
     check_range('--opset', opset, 11, 21, whole=True)  # NonMaxSuppression needs 11; 21 is the newest torch's exporter writes here
     if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: already an ONNX file")
@@ -505,8 +501,8 @@ def export(
     if fn.is_dir(): raise CLIError(f"--out {out}: a folder; give a file name such as {fn/'model.onnx'}")
     if fn.suffix.lower() != '.onnx': raise CLIError(f"--out {out}: an ONNX file's name ends in .onnx")
     learn = load_model(model, 'cpu', unsafe_pickle)
-    with atomic_path(fn) as tmp: export_onnx(learn, tmp, opset)
-    h, w = input_resize(learn.dls.valid).size[::-1]
+    with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset)
+    h, w = learn.input_spec.hw
     print(f"wrote {fn}: input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
           f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`")
     return fn

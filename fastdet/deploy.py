@@ -1,4 +1,4 @@
-"""Detections on folders of images, batched and streamed to a COCO results file; detectors exported to ONNX (decoding and per-class NMS inside the graph) and run with onnxruntime.
+"""Detections on folders of images, batched and streamed to a COCO results file; ONNX detectors (`DetLearner.export_onnx`) run with onnxruntime.
 
 Docs: https://fastdet.github.io/fastdet/deploy.html.md"""
 
@@ -6,30 +6,23 @@ Docs: https://fastdet.github.io/fastdet/deploy.html.md"""
 
 # %% ../nbs/36_deploy.ipynb #c001
 from __future__ import annotations
-import copy, importlib, json, sys, warnings
+import json, sys
 from pathlib import Path
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torchvision.ops import batched_nms
-from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
-from fastai.data.transforms import Normalize
 from fastai.torch_core import to_cpu
-from effdet.anchors import decode_box_outputs
-from .boxes import convert_boxes, pixels_to_bbox, detections_to_pixels
+from .boxes import convert_boxes, pixels_to_bbox
 from .data.records import ImageError, open_image
 from .data.readers import files_under
-from .data.core import input_resize
-from .losses.ssd import MultiBoxLoss
-from .losses.efficientdet import EffDetLoss, _flatten_outputs
-from .learner import DetLearner, draw_boxes, images_dl
-from .modelfile import _empty_dls
+from .data.core import InputSpec
+from .prediction import images_dl, draw_boxes
+from .export import need
+from .learner import DetLearner
 from .files import atomic_path
 
 # %% auto #0
-__all__ = ['ONNX_FORMAT', 'image_files', 'predict_files', 'SSDExport', 'EffDetExport', 'export_module', 'export_onnx',
-           'ONNXDetector', 'load_onnx']
+__all__ = ['image_files', 'predict_files', 'ONNXDetector', 'load_onnx']
 
 # %% ../nbs/36_deploy.ipynb #c006
 def image_files(
@@ -107,141 +100,19 @@ def predict_files(
           (f"; skipped {len(skipped)} unreadable files" if skipped else ''), file=sys.stderr)
     return results, skipped
 
-# %% ../nbs/36_deploy.ipynb #o002
-def _need(name:str):
-    "Import the optional package `name`, or say how to install it."
-    try: return importlib.import_module(name)
-    except ImportError as e: raise ImportError(f"{name} is needed for ONNX export and inference: pip install \"fastdet[onnx]\"") from e
-
-class _ClassNMS(torch.autograd.Function):
-    "Per-class NMS of boxes `[B, N, 4]` by scores `[B, C, N]` above `score_thresh`: `[M, 3]` (image, class, box) triples, as ONNX `NonMaxSuppression`."
-    @staticmethod
-    def forward(ctx, boxes, scores, iou:float, score_thresh:float):
-        B, C, N = scores.shape
-        b, c, j = (scores > score_thresh).nonzero(as_tuple=True)
-        keep = batched_nms(boxes[b, j], scores[b, c, j], b * C + c, iou)  # by decreasing score
-        sel = torch.stack([b[keep], c[keep], j[keep]], 1)
-        return sel[torch.sort(sel[:, 0] * C + sel[:, 1], stable=True).indices]  # ONNX's order: image, class, score
-
-    @staticmethod
-    def symbolic(g, boxes, scores, iou, score_thresh):
-        const = lambda v, dt: g.op('Constant', value_t=torch.tensor([v], dtype=dt))
-        return g.op('NonMaxSuppression', boxes, scores, const(2 ** 31 - 1, torch.long), const(iou, torch.float),
-                    const(score_thresh, torch.float), center_point_box_i=0)
-
-def _best_per_image(sel:Tensor, boxes:Tensor, scores:Tensor, max_det:int)->tuple:
-    "The `max_det` best of the NMS triples `sel` per image: `(boxes [B, K, 4], scores [B, K], labels [B, K])`, zero padded."
-    b, c, j = sel.unbind(1)
-    B = boxes.shape[0]
-    s, bx = scores[b, c, j], boxes[b, j]
-    # one row per image, -1 off the image and in `max_det` padding columns; top-k (exportable, unlike bincount)
-    grid = torch.where(b[None] == torch.arange(B, device=b.device)[:, None], s[None], s.new_full((1,), -1.))
-    grid = torch.cat([grid, grid.new_full((B, max_det), -1.)], 1)
-    top, k = grid.topk(max_det, dim=1)
-    real = top >= 0
-    bx = torch.cat([bx, bx.new_zeros(max_det, 4)])[k] * real[..., None]
-    lb = torch.cat([c + 1, c.new_zeros(max_det)])[k] * real
-    return bx, top.clamp(min=0), lb
-
-class _Normalized(nn.Module):
-    "`model` on `(x - mean) / std`: the learner's `Normalize`, inside the graph."
-    def __init__(self, model, mean, std):
-        super().__init__()
-        self.model = model
-        self.register_buffer('mean', torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer('std', torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-    def forward(self, x): return self.model((x - self.mean) / self.std)
-
-class SSDExport(nn.Module):
-    "An SSD learner's model with `MultiBoxLoss`'s decoding: [0, 1] images in, `(boxes, scores, labels)` in pixels of the input out."
-    def __init__(self, model:nn.Module, loss:MultiBoxLoss, mean, std):
-        super().__init__()
-        self.net, self.loss = _Normalized(model, mean, std), loss
-    def forward(self, x):
-        lf, (h, w) = self.loss, x.shape[-2:]
-        cls, reg, anchors = self.net(x)
-        boxes = (lf.coder.decode(reg, anchors[:1]).clamp(-1, 1) + 1) / 2 * torch.tensor([w, h, w, h], dtype=reg.dtype)
-        scores = cls.softmax(-1)[..., 1:].transpose(1, 2)  # [B, C, A]
-        s, idx = scores.topk(min(lf.topk, scores.shape[-1]), dim=2)  # the best candidates of each class, as `decode_ssd`
-        cand = torch.zeros_like(scores).scatter(2, idx, s)
-        return _best_per_image(_ClassNMS.apply(boxes, cand, lf.nms_thresh, lf.score_thresh), boxes, cand, lf.max_det)
-
-class EffDetExport(nn.Module):
-    "An EfficientDet learner's model with `effdet_detect`'s post-processing: [0, 1] images in, `(boxes, scores, labels)` in pixels of the input out."
-    def __init__(self, model:nn.Module, loss:EffDetLoss, mean, std, nms_thresh:float=.5):
-        super().__init__()
-        if loss.config.soft_nms: raise ValueError("soft-NMS has no ONNX operator: export a model whose config has soft_nms=False")
-        self.net, self.loss, self.nms_thresh = _Normalized(model, mean, std), loss, nms_thresh
-        self.register_buffer('anchors', loss.anchors.detach().cpu().float().clone())
-    def forward(self, x):
-        lf = self.loss
-        cls_out, box_out = self.net(x)
-        B, C = x.shape[0], lf.num_classes
-        cls_all = _flatten_outputs(cls_out, C).reshape(B, -1)
-        box_all = _flatten_outputs(box_out, 4)
-        k = min(lf.config.max_detection_points, cls_all.shape[1])
-        _, top = cls_all.topk(k, dim=1)  # the best (anchor, class) pairs, as effdet
-        idx, cls = top // C, top % C
-        box_sel = box_all.gather(1, idx[..., None].expand(-1, -1, 4))
-        boxes = decode_box_outputs(box_sel.reshape(-1, 4).float(), self.anchors[idx.reshape(-1)], output_xyxy=True).reshape(B, k, 4)
-        scores = cls_all.gather(1, top).sigmoid().float()
-        cand = scores.new_zeros(B, C, k).scatter(1, cls[:, None], scores[:, None])  # each candidate in its class's row
-        return _best_per_image(_ClassNMS.apply(boxes, cand, self.nms_thresh, 0.), boxes, cand, lf.max_det)
-
-def export_module(learn:DetLearner)->nn.Module:
-    "The module `export_onnx` traces: a copy of `learn`'s model on the CPU with normalisation, decoding and per-class NMS."
-    norm = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
-    mean, std = (to_cpu(norm[0].mean).flatten(), to_cpu(norm[0].std).flatten()) if norm else (torch.zeros(3), torch.ones(3))
-    model, lf = copy.deepcopy(learn.model).cpu().eval(), learn.loss_func
-    if isinstance(lf, MultiBoxLoss): return SSDExport(model, lf, mean, std).eval()
-    if isinstance(lf, EffDetLoss): return EffDetExport(model, lf, mean, std).eval()
-    raise ValueError(f"export_onnx knows fastdet's SSD and EfficientDet losses, not {type(lf).__name__}")
-
-# %% ../nbs/36_deploy.ipynb #o007
-ONNX_FORMAT = 'fastdet-onnx/1'
-
-def export_onnx(
-    learn:DetLearner, # An SSD or EfficientDet learner
-    fname, # The `.onnx` file to write
-    opset:int=17, # ONNX opset (`NonMaxSuppression` needs 11 or later)
-)->Path:
-    "Write `learn` as an ONNX detector: `images [B, 3, H, W]` in [0, 1] -> `boxes [B, K, 4]` (pixels of the input), `scores`, `labels`."
-    onnx = _need('onnx')
-    rsz = input_resize(learn.dls.valid)
-    if rsz is None: raise ValueError("the learner's DataLoaders have no Resize: the ONNX input size is unknown")
-    w, h = (int(v) for v in rsz.size)  # fastai stores (w, h)
-    m, fname = export_module(learn), Path(fname)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the legacy exporter's deprecation and tracer warnings
-        torch.onnx.export(m, (torch.rand(2, 3, h, w),), str(fname), dynamo=False, opset_version=opset,
-                          input_names=['images'], output_names=['boxes', 'scores', 'labels'],
-                          dynamic_axes={k: {0: 'batch'} for k in ('images', 'boxes', 'scores', 'labels')})
-    vocab = [str(v) for v in learn.dls.vocab]
-    desc = dict(format=ONNX_FORMAT, arch=getattr(learn, 'recipe', {}).get('arch'), vocab=vocab,
-                categories=[[int(k), str(v)] for k, v in (getattr(learn.dls, 'categories', None) or {}).items()],
-                size=[w, h], method=str(rsz.method), pad_mode=str(rsz.pad_mode), max_det=int(learn.loss_func.max_det),
-                normalize=dict(mean=m.net.mean.flatten().tolist(), std=m.net.std.flatten().tolist()))
-    mp = onnx.load(str(fname))
-    onnx.helper.set_model_props(mp, dict(vocab=json.dumps(vocab), input_hw=json.dumps([h, w]), fastdet=json.dumps(desc)))
-    onnx.save(mp, str(fname))
-    return fname
-
-@patch
-def export_onnx(self:DetLearner,
-    fname, # The `.onnx` file to write
-    opset:int=17, # ONNX opset
-)->Path:
-    "Write this learner as an ONNX detector (see `fastdet.deploy.export_onnx`)."
-    return export_onnx(self, fname, opset)
-
 # %% ../nbs/36_deploy.ipynb #o009
+def _onnx_spec(desc:dict)->InputSpec:
+    "The `InputSpec` of an ONNX file's description (format 1, before `InputSpec`: `size` as (w, h), `normalize`)."
+    if 'input' in desc: return InputSpec(**desc['input'])
+    return InputSpec(desc['size'][::-1], desc['method'], desc['pad_mode'], desc['normalize']['mean'], desc['normalize']['std'])
+
 class ONNXDetector:
     "An exported detector run by onnxruntime, with `DetLearner.predict_batch`'s interface."
     def __init__(self,
         fname, # A file written by `export_onnx`
         providers:list=None, # onnxruntime execution providers (default: CPU)
     ):
-        ort = _need('onnxruntime')
+        ort = need('onnxruntime')
         self.fname = Path(fname)
         if not self.fname.is_file(): raise FileNotFoundError(f"{fname}: no such model file")
         self.session = ort.InferenceSession(str(fname), providers=providers or ['CPUExecutionProvider'])
@@ -249,7 +120,8 @@ class ONNXDetector:
         if 'fastdet' not in meta: raise ValueError(f"{fname}: not an ONNX detector written by fastdet's export_onnx (no 'fastdet' metadata)")
         self.desc = json.loads(meta['fastdet'])
         self.vocab, self.categories = self.desc['vocab'], {k: v for k, v in self.desc['categories']} or None
-        self.dls = _empty_dls(dict(self.desc, mean=None, std=None))  # the learner's Resize; normalisation is in the graph
+        self.spec = _onnx_spec(self.desc)
+        self.dls = InputSpec(self.spec.hw, self.spec.method, self.spec.pad_mode).dls(self.vocab)  # the learner's Resize; normalisation is in the graph
 
     def __call__(self, x)->list:
         "`[boxes, scores, labels]` (numpy) of a batch `x` `[B, 3, H, W]` in [0, 1] at the model's size."
@@ -263,13 +135,12 @@ class ONNXDetector:
         on_image=None, # Called as `on_image(i, detections)` as each image's detections are ready
     )->list:
         "Per image `(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`, as `DetLearner.predict_batch`."
-        dl = images_dl(self.dls, items, bs, num_workers, skip)
-        rsz, out = input_resize(dl), [None] * len(items)
+        dl, out = images_dl(self.dls, items, bs, num_workers, skip), [None] * len(items)
         for x, pos, hw in progress_bar(dl, leave=False):
             boxes, scores, labels = self(to_cpu(x).numpy())
             for i, size, b, s, l in zip(pos.tolist(), hw.tolist(), boxes, scores, labels):
                 k = l > 0
-                px = detections_to_pixels(pixels_to_bbox(torch.from_numpy(b[k]), tuple(x.shape[-2:])), tuple(size), rsz)
+                px = self.spec.to_pixels(pixels_to_bbox(torch.from_numpy(b[k]), tuple(x.shape[-2:])), tuple(size))
                 out[i] = (px, [self.vocab[int(j)] for j in l[k]], torch.from_numpy(s[k]))
                 if on_image is not None: on_image(i, out[i])
         return out

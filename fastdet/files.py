@@ -8,9 +8,11 @@ Docs: https://fastdet.github.io/fastdet/files.html.md"""
 from __future__ import annotations
 import contextlib, errno, json, os, tempfile
 from pathlib import Path
+import torch
+from torch import Tensor
 
 # %% auto #0
-__all__ = ['WriteError', 'atomic_path', 'write_text', 'write_json']
+__all__ = ['WriteError', 'atomic_path', 'write_text', 'write_json', 'read_state_dict']
 
 # %% ../nbs/06_files.ipynb #f005
 class WriteError(OSError):
@@ -59,3 +61,20 @@ def write_text(
 def write_json(fname, obj, **kwargs)->Path:
     "Write `obj` as JSON to `fname` atomically."
     return write_text(fname, json.dumps(obj, **kwargs))
+
+# %% ../nbs/06_files.ipynb #f011
+_WRAPPERS = ('model', 'state_dict_ema', 'state_dict')  # torchvision's reference scripts; effdet's training (EMA first); fastdet's model file
+
+def read_state_dict(
+    fname, # A checkpoint file: a state dict, or one inside torchvision's, effdet's or fastdet's wrapper
+)->dict:
+    "The tensors of the checkpoint `fname`, loaded without running any code (`weights_only`); a clear error for a missing file or anything else."
+    p = Path(fname)
+    if not p.is_file(): raise FileNotFoundError(f"{p}: no such checkpoint file (weights= takes 'imagenet', 'coco' or a file)")
+    try: sd = torch.load(p, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f"{p}: not a checkpoint torch can load as plain tensors ({type(e).__name__}: {e})") from e
+    for k in _WRAPPERS:
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict) and sd[k]: sd = sd[k]; break
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise ValueError(f"{p}: not a state dict (a dict of tensors, as `torch.save(model.state_dict())` writes)")
+    return sd

@@ -18,8 +18,8 @@ from fastai.callback.core import Callback
 from fastai.interpret import Interpretation
 from fastai.vision.data import get_grid
 from .data.records import open_image
-from .learner import draw_boxes
-from .metrics import COCOMetric, coco_per_class, _coco_from_accum, _class_ids
+from .prediction import draw_boxes
+from .metrics import COCOMetric, DetResults, coco_per_class, _coco_from_accum
 from .files import atomic_path
 
 # %% auto #0
@@ -59,7 +59,7 @@ class DetInterpretation(Interpretation):
         learn, # The learner (`None` for `from_records`)
         dl, # The `DataLoader` it ran over (`None` for `from_records`)
         losses:Tensor, # The loss of each image alone, in `dl`'s order (`None`: no loss)
-        data:dict, # Ground truth and detections in pixels of the original images (`_DetAccum.collect()`'s dict)
+        data:DetResults, # Ground truth and detections in pixels of the original images
         backend:str='auto', # COCO evaluator, see `coco_backend`
         items:list=None, # The images' `DetRecord`s (default: `dl.items`)
     ):
@@ -67,9 +67,8 @@ class DetInterpretation(Interpretation):
         self.data, self.items = data, ifnone(items, getattr(dl, 'items', None))
         r = _coco_from_accum(data, backend)
         self.stats, self.eval = r['stats'], r['eval']
-        self.cats = _class_ids(data)
-        v = data['vocab']
-        self.names = [str(v[c]) if v is not None and c < len(v) else str(c) for c in self.cats]
+        self.cats = data.class_ids()
+        self.names = [data.name(c) for c in self.cats]
 
     @classmethod
     def from_learner(cls,
@@ -96,30 +95,14 @@ class DetInterpretation(Interpretation):
         backend:str='auto', # COCO evaluator, see `coco_backend`
     ):
         "The same analysis of detections made elsewhere (no learner, so no losses)."
-        if len(records) != len(detections): raise ValueError(f"{len(records)} records but {len(detections)} detection sets")
-        if vocab is None:
-            vocab = ['#na#'] + sorted({str(l) for r in records for l in r.labels} | {str(l) for d in detections for l in d[1] if isinstance(l, str)})
-        idx = {str(v): i for i, v in enumerate(vocab)}
-        def ids(ls): return np.array([idx[str(l)] if isinstance(l, str) else int(l) for l in ls], np.int64)
-        def cat(xs, shape=(0,)): return np.concatenate([np.asarray(x, np.float64).reshape(-1, *shape[1:]) for x in xs] + [np.zeros(shape)])
-        dets = [(torch.as_tensor(b).reshape(-1, 4).double().numpy(), ids(l), torch.as_tensor(s).double().numpy()) for b, l, s in detections]
-        crowd = ([torch.full((len(r.crowd),), i) for i, r in enumerate(records) if len(r.crowd)],
-                 [r.crowd for r in records if len(r.crowd)], [r.crowd_labels for r in records if len(r.crowd)])
-        data = dict(n=len(records), vocab=list(vocab), crowd=crowd,
-                    g_img=np.concatenate([np.full(len(r.labels), i) for i, r in enumerate(records)] + [np.zeros(0)]).astype(np.int64),
-                    g_box=cat([r.boxes.numpy() for r in records], (0, 4)), g_lbl=np.concatenate([ids(r.labels) for r in records] + [np.zeros(0, np.int64)]),
-                    g_diff=np.concatenate([np.asarray(r.difficult, bool) for r in records] + [np.zeros(0, bool)]),
-                    d_img=np.concatenate([np.full(len(d[2]), i) for i, d in enumerate(dets)] + [np.zeros(0)]).astype(np.int64),
-                    d_box=cat([d[0] for d in dets], (0, 4)), d_lbl=np.concatenate([d[1] for d in dets] + [np.zeros(0, np.int64)]),
-                    d_score=cat([d[2] for d in dets]))
-        return cls(None, None, None, data, backend, items=list(records))
+        return cls(None, None, None, DetResults.from_records(records, detections, vocab), backend, items=list(records))
 
 # %% ../nbs/32_interpret.ipynb #c012
 @patch
 def per_class(self:DetInterpretation)->pd.DataFrame:
     "AP, AP50, AP75, AR100 (pycocotools' per-category numbers), ground-truth objects `n_gt` and detections `n_det`, per class."
-    n_gt = np.bincount(self.data['g_lbl'], minlength=max(self.cats + [0]) + 1)
-    n_det = np.bincount(self.data['d_lbl'], minlength=max(self.cats + [0]) + 1)
+    n_gt = np.bincount(self.data.g_lbl, minlength=max(self.cats + [0]) + 1)
+    n_det = np.bincount(self.data.d_lbl, minlength=max(self.cats + [0]) + 1)
     if self.eval is not None: df = coco_per_class(self.eval)
     else:  # no detection at all: COCO's AP is 0 where there are objects, undefined (-1) elsewhere
         z = [0. if n_gt[c] else -1. for c in self.cats]
@@ -170,33 +153,6 @@ def _ioa(a:np.ndarray, b:np.ndarray)->np.ndarray:
     inter = np.clip(rb - lt, 0, None).prod(-1)
     return inter / np.maximum((a[:, 2:] - a[:, :2]).prod(-1), 1e-12)[:, None]
 
-def _groups(img:np.ndarray, n:int)->list:
-    "Row indices of each image `0..n-1`."
-    order = np.argsort(img, kind='stable')
-    return np.split(order, np.cumsum(np.bincount(img, minlength=n))[:-1]) if n else []
-
-def _crowd(data:dict)->list:
-    "Per image `(boxes [C, 4], classes [C])` of the crowd regions, class -1 where a region covers every class."
-    out = [(np.zeros((0, 4)), np.zeros(0, np.int64)) for _ in range(data['n'])]
-    v = data['vocab']
-    ids = {str(c): i for i, c in enumerate(v)} if v is not None else {}
-    for ci, cb, cl in zip(*data['crowd']):
-        ci, cb = np.asarray(ci), np.asarray(cb, np.float64).reshape(-1, 4)
-        cls = np.full(len(cb), -1) if cl is None else np.array([int(l) if isinstance(l, (int, np.integer)) else ids.get(str(l), -1) for l in cl])
-        for i in np.unique(ci):
-            k = ci == i
-            out[int(i)] = (np.concatenate([out[int(i)][0], cb[k]]), np.concatenate([out[int(i)][1], cls[k]]))
-    return out
-
-def _per_image(data:dict, score:float=0., max_det:int=None)->list:
-    "Per image `(gt boxes, gt classes, det boxes, det classes, crowd boxes, crowd classes)`, detections by decreasing score."
-    out = []
-    for gi, di, (cb, cc) in zip(_groups(data['g_img'], data['n']), _groups(data['d_img'], data['n']), _crowd(data)):
-        di = di[data['d_score'][di] >= score]
-        di = di[np.argsort(-data['d_score'][di], kind='stable')][:max_det]
-        out.append((data['g_box'][gi], data['g_lbl'][gi], data['d_box'][di], data['d_lbl'][di], cb, cc))
-    return out
-
 def _on_crowd(d_box, d_lbl, c_box, c_lbl, thresh:float=.5)->np.ndarray:
     "Detections on a crowd region of their class: the share of their area inside it above `thresh` (COCO and TIDE ignore them)."
     if not len(c_box) or not len(d_box): return np.zeros(len(d_box), bool)
@@ -227,7 +183,7 @@ def confusion_matrix(self:DetInterpretation,
     col = {c: k for k, c in enumerate(self.cats)}
     C = len(self.cats)
     m = np.zeros((C + 1, C + 1), np.int64)
-    for gb, gl, db, dl, cb, cc in _per_image(self.data, score):
+    for gb, gl, db, dl, cb, cc in self.data.per_image(score):
         r, c = _greedy_match(_iou(gb, db), iou)
         g_idx, d_idx = np.array([col[int(l)] for l in gl], np.int64), np.array([col[int(l)] for l in dl], np.int64)
         np.add.at(m, (g_idx[r], d_idx[c]), 1)
@@ -302,7 +258,7 @@ def errors(self:DetInterpretation,
 )->dict:
     "Counts of TIDE's error kinds (`TIDE_ERRORS`), and of the true positives ('correct'). Counts, not TIDE's AP deltas."
     counts = dict.fromkeys(TIDE_ERRORS + ('correct',), 0)
-    for im in _per_image(self.data, score, max_det): _tide_image(*im, fg, bg, counts)
+    for im in self.data.per_image(score, max_det): _tide_image(*im, fg, bg, counts)
     return counts
 
 # %% ../nbs/32_interpret.ipynb #c029
@@ -350,16 +306,15 @@ def plot_top_losses(self:DetInterpretation,
 ):
     "Ground truth (left) and detections (right) of the `k` images with the highest loss, in each original image's pixels."
     losses, idx = self.top_losses(k, largest)
-    n, d, v = len(idx), self.data, self.data['vocab']
-    name = (lambda c: str(v[c])) if v is not None else str
+    n, d = len(idx), self.data
     axs = get_grid(2 * n, nrows=n, ncols=2, figsize=ifnone(figsize, (8, 4 * n)), return_fig=False)
     for r, (l, i) in enumerate(zip(losses.tolist(), idx.tolist())):
         img = self._image(i)
-        g, p = d['g_img'] == i, (d['d_img'] == i) & (d['d_score'] >= score)
+        g, p = d.g_img == i, (d.d_img == i) & (d.d_score >= score)
         it = self.items[i] if self.items is not None else None
         fn = f" {Path(it.file).name}" if getattr(it, 'file', None) is not None else ''
-        draw_boxes(img, torch.as_tensor(d['g_box'][g]), [name(c) for c in d['g_lbl'][g]], axs[2 * r], f"ground truth, #{i}{fn}")
-        draw_boxes(img, torch.as_tensor(d['d_box'][p]), [f"{name(c)} {s:.2f}" for c, s in zip(d['d_lbl'][p], d['d_score'][p])],
+        draw_boxes(img, torch.as_tensor(d.g_box[g]), [d.name(c) for c in d.g_lbl[g]], axs[2 * r], f"ground truth, #{i}{fn}")
+        draw_boxes(img, torch.as_tensor(d.d_box[p]), [f"{d.name(c)} {s:.2f}" for c, s in zip(d.d_lbl[p], d.d_score[p])],
                    axs[2 * r + 1], f"predictions, loss {l:.3f}")
     return axs[0].figure
 

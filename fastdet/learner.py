@@ -1,4 +1,4 @@
-"""`DetLearner` (detections in the pixels of the image as given, `show_results` beside the ground truth), and `ssd_learner` / `efficientdet_learner` in the way of fastai's `vision_learner`.
+"""`DetLearner` (detections in the pixels of the image as given, `show_results` beside the ground truth, `export_onnx`), and `make_learner` / `ssd_learner` / `efficientdet_learner` in the way of fastai's `vision_learner`.
 
 Docs: https://fastdet.github.io/fastdet/learner.html.md"""
 
@@ -9,31 +9,26 @@ from __future__ import annotations
 import copy, warnings
 from pathlib import Path
 import torch
-from torch import Tensor
 from fastcore.basics import ifnone
 from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 import fastai.callback.schedule  # noqa: F401 (Learner.fit_one_cycle, fine_tune)
 from fastai.data.transforms import Normalize
-from fastai.torch_core import show_image, to_cpu
-from fastai.vision.core import imagenet_stats
+from fastai.torch_core import to_cpu, get_model
 from fastai.vision.data import get_grid
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from .boxes import bbox_to_pixels, unpad, detections_to_pixels
+from .boxes import bbox_to_pixels, unpad
 from .data.records import DetRecord, DetImage
-from .data.core import input_resize, check_batches
-from .models.ssd import create_ssd, ssd_configs, ssd_split
-from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
-from .losses.ssd import MultiBoxLoss
-from .losses.efficientdet import EffDetLoss
+from .data.core import InputSpec, check_batches
+from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
+from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
+from .export import DetExport, write_onnx
 from .ema import add_ema
 from .distrib import patch_fastai_ddp
 
 # %% auto #0
-__all__ = ['VGG16_STATS', 'HALF_STATS', 'ssd_meta', 'CollapseCheck', 'ChannelsLastInference', 'DetLearner', 'draw_boxes',
-           'add_normalize', 'check_batch_norm', 'ssd_learner', 'efficientdet_stats', 'EfficientDetLearner',
-           'efficientdet_learner', 'make_learner', 'ValidateLastEpoch', 'NoValidation', 'images_dl']
+__all__ = ['CollapseCheck', 'DetLearner', 'add_normalize', 'check_batch_norm', 'make_learner', 'ssd_learner',
+           'efficientdet_learner', 'ValidateLastEpoch', 'NoValidation']
 
 # %% ../nbs/20_learner.ipynb #k002
 class CollapseCheck(Callback):
@@ -62,40 +57,61 @@ class CollapseCheck(Callback):
                           f"the same box within {box_range:.1%} of the image). Fine-tune from pretrained weights (`fastdet train`'s default), "
                           f"or train longer with augmentation.", stacklevel=2)
 
-# %% ../nbs/20_learner.ipynb #c0cl
-class ChannelsLastInference(Callback):
-    "Predict on the CPU in channels-last memory format (model and batches): oneDNN's convolutions run 1.3-1.8x faster (SSDLite backbones, batches of 1-32); the model's own format is restored after (not after an exception inside the prediction, where it stays channels-last: the same function). Does nothing on a GPU."
-    order = -1  # before the callbacks that read the batch
-    def before_validate(self):
-        p = next((p for p in self.model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1), None)
-        self.active = p is not None and p.device.type == 'cpu' and not p.is_contiguous(memory_format=torch.channels_last)
-        if self.active: self.model.to(memory_format=torch.channels_last)
-    def before_batch(self):
-        if self.active: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)
-    def after_validate(self):
-        if self.active: self.model.to(memory_format=torch.contiguous_format)
-
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
-    "A fastai `Learner` for detection: `predict` in the original image's pixels, `show_results` beside the ground truth."
-    def __init__(self, dls, model, cbs=None, **kwargs):
+    "A fastai `Learner` for detection: `predict` / `predict_batch` in the original image's pixels, `show_results` beside the ground truth, `export_onnx`."
+    def __init__(self, dls, model, cbs=None,
+        input_spec:InputSpec=None, # How the model sees an image (default: read from `dls` now, `InputSpec.from_dls`)
+        **kwargs # Passed to fastai's `Learner`
+    ):
         super().__init__(dls, model, cbs=[CollapseCheck()] + list(cbs if isinstance(cbs, (list, tuple)) else [] if cbs is None else [cbs]), **kwargs)
+        self.input_spec = ifnone(input_spec, InputSpec.from_dls(dls))
+
+    family:DetFamily = None  # the family that made the model (`make_learner` sets it)
+    recipe:dict = None  # `arch` and `model_kwargs`: what rebuilds the model (`make_learner` sets it)
+    new_groups = 2  # parameter groups that `freeze()` leaves trainable: the layers new to the weights
 
     def predict(self,
         item, # Image file (str or Path), `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]` (uint8, or float in [0, 1])
         rm_type_tfms=None, # Passed to `test_dl`
     )->tuple:
         "`(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
-        if isinstance(item, str): item = Path(item)
-        if not isinstance(item, (Path, DetRecord, DetImage)): item = DetImage.create(item)  # in memory: after the type transforms
-        dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0)
-        img = dl.dataset[0][0]  # after the type transforms: the image as given
-        _, _, _, dec = self.get_preds(dl=dl, with_input=True, with_decoded=True, cbs=[ChannelsLastInference()])
+        img = DetImage.create(item.file if isinstance(item, DetRecord) else item)  # the image as given
+        dl = self.dls.test_dl([img], rm_type_tfms=rm_type_tfms, num_workers=0)
+        _, _, dec = self.get_preds(dl=dl, with_decoded=True, cbs=[ChannelsLastInference()])
         boxes, labels, scores = unpad(*dec)[0]
-        px = detections_to_pixels(boxes, tuple(img.shape[-2:]) if isinstance(img, Tensor) else img.shape, input_resize(dl))
+        px = self.input_spec.to_pixels(boxes, img.shape)
         return px, [self.dls.vocab[int(i)] for i in labels], scores
 
-    new_groups = 2  # parameter groups that `freeze()` leaves trainable: the layers new to the weights
+    def predict_batch(self,
+        items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`, as for `predict`
+        bs:int=16, # Batch size
+        num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
+        skip:bool=False, # An unreadable file gives `None` instead of raising `ImageError`
+        on_image=None, # Called as `on_image(i, detections)` as each image's detections are ready (to stream them)
+    )->list:
+        "`predict` for many images, batched: per image `(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
+        out = [None] * len(items)
+        def _keep(i, dets):
+            out[i] = dets
+            if on_image is not None: on_image(i, dets)
+        self.get_preds(dl=images_dl(self.dls, items, bs, num_workers, skip), reorder=False, with_preds=False, with_targs=False,
+                       cbs=[ChannelsLastInference(), StreamDetections(self.input_spec, self.dls.vocab, _keep)])
+        return out
+
+    def export_module(self)->DetExport:
+        "What `export_onnx` traces: a copy of the model on the CPU with the input's normalisation and the loss's own decoding (`DetExport`)."
+        if self.family is not None: self.family.check_export(self.loss_func)
+        return DetExport(copy.deepcopy(get_model(self.model)).cpu().eval(), copy.deepcopy(self.loss_func), self.input_spec).eval()
+
+    def export_onnx(self,
+        fname, # The `.onnx` file to write
+        opset:int=17, # ONNX opset (`NonMaxSuppression` needs 11 or later)
+    )->Path:
+        "Write this learner as an ONNX detector: `images [B, 3, H, W]` RGB in [0, 1] -> `boxes [B, K, 4]` (xyxy pixels of the input), `scores`, `labels` (0: none); run it with `fastdet.deploy.load_onnx`."
+        return write_onnx(self.export_module(), fname, self.input_spec, self.dls.vocab, opset, arch=(self.recipe or {}).get('arch'),
+                          categories=[[int(k), str(v)] for k, v in (getattr(self.dls, 'categories', None) or {}).items()],
+                          max_det=int(self.loss_func.max_det))
 
     def distrib_ctx(self, *args, **kwargs):
         "fastai's `distrib_ctx` (DDP through Accelerate), with fastai's DDP made to run on CPUs too (`patch_fastai_ddp`)."
@@ -138,24 +154,6 @@ class DetLearner(Learner):
                        axs[2 * i + 1], 'predictions')
         return axs
 
-def draw_boxes(
-    img, # Image: PIL image or `[3, H, W]` tensor
-    boxes:Tensor, # `[N, 4]` xyxy boxes in the pixels of `img`
-    texts:list, # A caption per box
-    ax=None, # matplotlib axes (default: a new figure of the image's own size, for saving)
-    title:str=None, # Title of the axes
-):
-    "Draw `boxes` with their captions on `img`: `show_results` and `fastdet predict` both draw with it. Returns the axes."
-    import matplotlib.pyplot as plt, matplotlib.patches as patches
-    if ax is None:
-        h, w = img.shape[-2:] if isinstance(img, Tensor) else (img.height, img.width)
-        ax = plt.figure(figsize=(w / 100, h / 100), dpi=100).add_axes([0, 0, 1, 1])
-    show_image(img, ctx=ax, title=title)
-    for (x1, y1, x2, y2), t in zip(boxes.tolist(), texts):
-        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor='yellow', lw=2))
-        ax.text(x1, y1, t, color='black', fontsize=8, va='bottom', bbox=dict(facecolor='yellow', alpha=.7, pad=1, lw=0))
-    return ax
-
 # %% ../nbs/20_learner.ipynb #n007
 def _stats_equal(t:Normalize, stats)->bool:
     mean, std = (torch.as_tensor(s, dtype=torch.float32).flatten().cpu() for s in (t.mean, t.std))
@@ -177,110 +175,90 @@ def add_normalize(
 # %% ../nbs/20_learner.ipynb #n009
 def check_batch_norm(learn):
     "Raise a `ValueError` if `learn`'s model cannot train at its `DataLoaders`' batch size (BatchNorm on one value per channel)."
-    bs, rsz = learn.dls.train.bs, input_resize(learn.dls.train)
-    if bs != 1 or rsz is None or not len(learn.dls.train_ds): return  # (no training data: a learner to predict with)
-    w, h = rsz.size
+    bs, hw = learn.dls.train.bs, learn.input_spec.hw
+    if bs != 1 or hw is None or not len(learn.dls.train_ds): return  # (no training data: a learner to predict with)
+    h, w = hw
     m = copy.deepcopy(learn.model).to('meta').train()
     try:
         with torch.no_grad(): m(torch.zeros(1, 3, h, w, device='meta'))
     except ValueError as e:
         if 'more than 1 value per channel' not in str(e): raise
-        arch = getattr(learn, 'recipe', {}).get('arch', type(learn.model).__name__)
+        arch = (learn.recipe or {}).get('arch', type(learn.model).__name__)
         raise ValueError(f"{arch} cannot train with batch size 1 at {h}x{w}: its BatchNorm layers on the smallest feature maps "
                          f"see one value per channel ({e}). Use bs >= 2, or a larger input size.") from None
 
 # %% ../nbs/20_learner.ipynb #c009
-VGG16_STATS = ([0.48235, 0.45882, 0.40784], [1 / 255] * 3)  # torchvision's VGG16 weights: 0-255 pixels less the mean
-HALF_STATS = ([.5] * 3, [.5] * 3)  # torchvision's SSDLite320 COCO weights: [-1, 1]
-# torchvision's own post-processing of the layouts whose COCO weights it ships (score threshold, candidates per class, NMS, detections)
-_TV_DECODE = {'ssd300_vgg16': dict(score_thresh=.01, topk=400, nms_thresh=.45, max_det=200),
-              'ssdlite320_mobilenet_v3_large': dict(score_thresh=.001, topk=300, nms_thresh=.55, max_det=300)}
-ssd_meta = {name: dict(split=ssd_split, decode=_TV_DECODE.get(name, {}),
-                       stats=VGG16_STATS if cfg['backbone'] == 'vgg16' else HALF_STATS if cfg['backbone'] == 'mobilenetv3' else imagenet_stats)
-            for name, cfg in ssd_configs.items()}
+def _input_hw(dls)->tuple:
+    "`(h, w)` of the images the `DataLoaders` give: their `Resize`'s size, or one batch's."
+    return InputSpec.from_dls(dls).hw or tuple(int(s) for s in dls.one_batch()[0].shape[-2:])
 
-def _ssd_stats(model, arch:str)->tuple:
-    "The statistics the weights of `model` expect: from `ssd_meta`, or a timm backbone's `pretrained_cfg`."
-    if arch in ssd_meta: return ssd_meta[arch]['stats']
-    cfg = model.backbone.model.pretrained_cfg
-    return list(cfg['mean']), list(cfg['std'])
+def _deprecated_pretrained(fn:str, pretrained, weights, pretrained_weights):
+    "The `weights` meant by the deprecated `pretrained=` of `fn`."
+    warnings.warn(f"{fn}(pretrained=...) is deprecated: give weights= (None, 'imagenet', 'coco' or a checkpoint file)", DeprecationWarning, stacklevel=3)
+    return pretrained_weights if pretrained and weights is None else weights
 
 @delegates(Learner.__init__)
-def ssd_learner(
+def make_learner(
     dls, # Detection `DataLoaders` (`dls.vocab` = `['#na#', *classes]`)
-    arch:str='ssdlite_mobilenetv2', # A key of `ssd_configs`, or a timm model name
-    pretrained:bool=True, # ImageNet backbone weights (through torchvision / timm), and `freeze()`
-    weights=None, # 'coco': torchvision's COCO detector (`ssd300_vgg16`, `ssdlite320_mobilenet_v3_large`); or a checkpoint file
-    loss_func=None, # Default: `MultiBoxLoss` with the architecture's decoding settings (`ssd_meta[arch]['decode']`)
-    splitter=None, # Default: `ssd_split`
-    model_kwargs:dict=None, # Passed to `create_ssd` (e.g. `scales`, `aspect_ratios`, `width_mult`)
+    arch:str, # An architecture of a registered family (`family_of`): a key of `ssd_configs`, a timm model name, a name of `efficientdet_archs()`, ...
+    weights=None, # None (from scratch), 'imagenet' (backbone), 'coco' (whole detector) or a checkpoint file
+    model_kwargs:dict=None, # The family's model options (SSD: `create_ssd`'s `scales`, `aspect_ratios`, ...; EfficientDet: effdet config fields)
+    loss_kwargs:dict=None, # The family's loss settings (SSD: `MultiBoxLoss`'s; EfficientDet: `max_det`)
+    loss_func=None, # Default: the family's loss with `loss_kwargs`
+    splitter=None, # Default: the family's
     ema:bool|float=False, # Average the weights while training (`EMACallback`; a float: its decay)
-    **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, ...)
+    family:DetFamily=None, # Default: `family_of(arch)`
+    pretrained:bool=None, # Deprecated: `weights=family.pretrained(arch)`
+    **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, `train_bn`, ...)
 )->DetLearner:
-    "An SSD `DetLearner` for `dls`, fastai style; frozen (new layers train first) when it starts from pretrained weights."
-    model = create_ssd(arch, num_classes=len(dls.vocab) - 1, pretrained=pretrained, weights=weights, **(model_kwargs or {}))
-    add_normalize(dls, _ssd_stats(model, arch), arch)
-    loss_func = ifnone(loss_func, MultiBoxLoss(**ssd_meta.get(arch, {}).get('decode', {})))
-    learn = DetLearner(dls, model, loss_func=loss_func, splitter=ifnone(splitter, ssd_meta.get(arch, {}).get('split', ssd_split)), **kwargs)
-    learn.recipe = dict(arch=arch, model_kwargs=dict(model_kwargs or {}))
+    "A `DetLearner` for `arch` and `dls`, fastai style: normalisation installed, frozen (new layers train first) when it starts from weights."
+    family = ifnone(family, family_of(arch))
+    if pretrained is not None: weights = _deprecated_pretrained('make_learner', pretrained, weights, family.pretrained(arch))
+    family.check_weights(arch, weights)
+    model = family.create_model(arch, len(dls.vocab) - 1, _input_hw(dls), weights, **(model_kwargs or {}))
+    add_normalize(dls, family.stats(model, arch), arch)
+    learn = DetLearner(dls, model, loss_func=ifnone(loss_func, family.loss(model, arch, **(loss_kwargs or {}))),
+                       splitter=ifnone(splitter, family.split), **{**family.learner_defaults, **kwargs})
+    learn.family, learn.recipe = family, dict(arch=arch, model_kwargs=dict(model_kwargs or {}))
     check_batch_norm(learn)
-    learn.new_groups = 1 if weights is not None else 2  # a whole detector: only its heads are new; a backbone: extras too
-    if pretrained or weights is not None: learn.freeze()
+    learn.new_groups = family.new_groups(weights)
+    if weights is not None: learn.freeze()
     return add_ema(learn, ema)
 
+@delegates(make_learner, but=['arch', 'weights', 'family', 'pretrained'])
+def ssd_learner(
+    dls, # Detection `DataLoaders`
+    arch:str='ssdlite_mobilenetv2', # A key of `ssd_configs`, or a timm model name
+    weights='imagenet', # 'imagenet' (backbone, through torchvision / timm), 'coco' (torchvision's detector: `ssd300_vgg16`, `ssdlite320_mobilenet_v3_large`), a checkpoint file, or None
+    pretrained:bool=None, # Deprecated: `weights='imagenet'` or `weights=None`
+    **kwargs # Passed to `make_learner` (`model_kwargs`, `loss_kwargs`, `loss_func`, `ema`, ...) and `Learner`
+)->DetLearner:
+    "An SSD `DetLearner` for `dls` (`make_learner` with SSD's defaults: an ImageNet backbone)."
+    if not SSD_FAMILY.owns(arch): raise ValueError(f"{arch!r} is neither in ssd_configs {SSD_FAMILY.archs()} nor a timm model")
+    if pretrained is not None: weights = _deprecated_pretrained('ssd_learner', pretrained, None if weights == 'imagenet' else weights, 'imagenet')
+    return make_learner(dls, arch, weights, family=SSD_FAMILY, **kwargs)
+
 # %% ../nbs/20_learner.ipynb #c022
-def _dls_hw(dls)->tuple:
-    "`(h, w)` of the images the `DataLoaders` give: their `Resize`'s size, or one batch's."
-    rsz = input_resize(dls.train)
-    if rsz is not None: return tuple(int(s) for s in rsz.size[::-1])  # fastai stores (w, h)
-    return tuple(int(s) for s in dls.one_batch()[0].shape[-2:])
-
-def efficientdet_stats(config)->tuple:
-    "`(mean, std)` the weights of an effdet `config` expect: its own, else ImageNet's (as effdet's data loader does)."
-    return list(config.get('mean', IMAGENET_DEFAULT_MEAN)), list(config.get('std', IMAGENET_DEFAULT_STD))
-
-class EfficientDetLearner(DetLearner):
-    "A `DetLearner` whose `freeze()` trains BiFPN and heads (the last two layer groups, `new_groups`), as EfficientDet is fine-tuned."
-
-@delegates(Learner.__init__)
+@delegates(make_learner, but=['arch', 'weights', 'family', 'pretrained', 'model_kwargs', 'loss_kwargs'])
 def efficientdet_learner(
     dls, # Detection `DataLoaders` (fastdet batches: images, padded `TensorBBox`, padded labels)
     arch:str='tf_efficientdet_d0', # A name from `efficientdet_archs()`
-    pretrained:bool=True, # effdet's COCO weights (class head reset to the vocab); freezes the backbone
-    pretrained_backbone:bool=None, # timm's ImageNet backbone only (default: `pretrained`)
-    weights=None, # A checkpoint file of this architecture (an effdet state dict, any class count) instead
+    weights='coco', # 'coco' (effdet's detector, class head reset to the vocab), 'imagenet' (timm's backbone), a checkpoint file (an effdet state dict, any class count), or None
     config:dict=None, # Overrides of effdet config fields, e.g. `dict(max_level=5, fpn_cell_repeats=2)`
     max_det:int=100, # Detections per image
-    loss_func=None, # Default: `EffDetLoss` of the model's config
-    splitter=None, # Default: `efficientdet_split`
     train_bn:bool=False, # Train the frozen backbone's BatchNorm layers (off: `freeze()` trains exactly BiFPN + heads)
-    ema:bool|float=False, # Average the weights while training (`EMACallback`; a float: its decay)
-    **kwargs # Passed to `Learner`
-):
-    "A fastai learner for effdet's EfficientDet `arch`, classes and image size taken from `dls`."
-    num_classes = len(dls.vocab) - 1
-    cfg = efficientdet_config(arch, num_classes=num_classes, image_size=_dls_hw(dls), max_det_per_image=max_det,
-                              **(config or {}))
-    model = create_efficientdet(cfg, pretrained=pretrained, pretrained_backbone=pretrained_backbone, weights=weights)
-    add_normalize(dls, efficientdet_stats(cfg), arch)
-    learn = EfficientDetLearner(dls, model, loss_func=ifnone(loss_func, EffDetLoss(cfg, max_det=max_det)),
-                                splitter=ifnone(splitter, efficientdet_split), train_bn=train_bn, **kwargs)
-    learn.recipe = dict(arch=arch, config=dict(config or {}), max_det=max_det)
-    check_batch_norm(learn)
-    if pretrained or weights is not None: learn.freeze()
-    return add_ema(learn, ema)
+    pretrained:bool=None, # Deprecated: `weights='coco'` or `weights=None`
+    pretrained_backbone:bool=None, # Deprecated: `weights='imagenet'`
+    **kwargs # Passed to `make_learner` (`loss_func`, `ema`, ...) and `Learner`
+)->DetLearner:
+    "A `DetLearner` for effdet's EfficientDet `arch` (`make_learner` with EfficientDet's defaults: effdet's COCO detector), classes and image size taken from `dls`."
+    if not EFFICIENTDET_FAMILY.owns(arch): EFFICIENTDET_FAMILY.create_model(arch, 1, None)  # effdet's own error, with the names it knows
+    if pretrained is not None or pretrained_backbone is not None:
+        old = 'coco' if pretrained else 'imagenet' if pretrained_backbone else None
+        weights = _deprecated_pretrained('efficientdet_learner', True, None if weights == 'coco' else weights, old)
+    return make_learner(dls, arch, weights, model_kwargs=config, loss_kwargs=dict(max_det=max_det), family=EFFICIENTDET_FAMILY, train_bn=train_bn, **kwargs)
 
 # %% ../nbs/20_learner.ipynb #n029
-def make_learner(
-    dls, # Detection `DataLoaders`
-    arch:str, # A name of `efficientdet_archs()`, a key of `ssd_configs`, or a timm model name
-    pretrained:bool=False, # Start from the architecture's pretrained weights
-    **kwargs # Passed to `efficientdet_learner` or `ssd_learner`
-)->DetLearner:
-    "An SSD or EfficientDet learner for `dls`, by architecture name."
-    if arch in efficientdet_archs(): return efficientdet_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
-    return ssd_learner(dls, arch=arch, pretrained=pretrained, **kwargs)
-
 class _Skipped(float):
     "NaN in `recorder.values` and the CSV log, `-` in the printed table: a value not measured."
     def __new__(cls): return super().__new__(cls, 'nan')
@@ -298,58 +276,3 @@ class ValidateLastEpoch(Callback):
 class NoValidation(ValidateLastEpoch):
     "Skip every validation (a training set too small to hold images back): `-` under the loss and metrics, as `ValidateLastEpoch` shows them."
     def before_validate(self): raise CancelValidException()
-
-# %% ../nbs/20_learner.ipynb #b002
-from fastcore.basics import patch
-from fastai.data.load import SkipItemException
-from .data.records import ImageError
-
-# %% ../nbs/20_learner.ipynb #b003
-class _Images:
-    "The images of `items` by position, as `(image, position, (h, w))`, read as `DetImage.create` reads them; the validation transforms (`split_idx=1`)."
-    split_idx = 1
-    def __init__(self, items, skip:bool=False): self.items, self.skip = list(items), skip
-    def __len__(self): return len(self.items)
-    def __getitem__(self, i):
-        it = self.items[i]
-        try: img = DetImage.create(it.file if isinstance(it, DetRecord) else it)
-        except ImageError:
-            if self.skip: raise SkipItemException()  # fastai's DataLoader drops the item
-            raise
-        return img, torch.tensor(i), torch.tensor(img.shape)
-
-def images_dl(
-    dls, # The learner's `DataLoaders` (their validation item and batch transforms are used)
-    items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`
-    bs:int=16, # Batch size
-    num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
-    skip:bool=False, # Leave out unreadable files instead of raising `ImageError`
-):
-    "A test `DataLoader` over `items` giving batches `(images, positions in items, original sizes [B, 2])`."
-    return dls.valid.new(_Images(items, skip), bs=bs, num_workers=num_workers, shuffle=False, drop_last=False, before_batch=None)
-
-class _StreamDetections(Callback):
-    "In `get_preds`: take positions and sizes out of the targets (no loss), decode each batch, call `f(i, detections)` per image."
-    def __init__(self, rsz, vocab, f): self.rsz, self.vocab, self.f = rsz, vocab, f
-    def before_batch(self): self.pos, self.hw = self.yb; self.learn.yb = ()
-    def after_pred(self):
-        dec = to_cpu(self.loss_func.decodes(self.loss_func.activation(self.pred)))
-        for i, hw, (b, l, s) in zip(self.pos.tolist(), self.hw.tolist(), unpad(*dec)):
-            self.f(i, (detections_to_pixels(b, tuple(hw), self.rsz), [self.vocab[int(j)] for j in l], s))
-
-@patch
-def predict_batch(self:DetLearner,
-    items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`, as for `predict`
-    bs:int=16, # Batch size
-    num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
-    skip:bool=False, # An unreadable file gives `None` instead of raising `ImageError`
-    on_image=None, # Called as `on_image(i, detections)` as each image's detections are ready (to stream them)
-)->list:
-    "`predict` for many images, batched: per image `(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
-    dl = images_dl(self.dls, items, bs, num_workers, skip)
-    out = [None] * len(items)
-    def _keep(i, dets):
-        out[i] = dets
-        if on_image is not None: on_image(i, dets)
-    self.get_preds(dl=dl, reorder=False, with_preds=False, with_targs=False, cbs=[ChannelsLastInference(), _StreamDetections(input_resize(dl), self.dls.vocab, _keep)])
-    return out

@@ -7,6 +7,7 @@ Docs: https://fastdet.github.io/fastdet/metrics.html.md"""
 # %% ../nbs/30_metrics.ipynb #c001
 from __future__ import annotations
 import contextlib, gc, io, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -22,8 +23,8 @@ from .data.readers import read_json
 from .data.core import input_resize
 
 # %% auto #0
-__all__ = ['COCO_STATS', 'coco_backend', 'coco_per_class', 'coco_stats', 'voc_map', 'COCOMetric', 'VOCMetric', 'coco_table',
-           'evaluate']
+__all__ = ['COCO_STATS', 'coco_backend', 'coco_per_class', 'coco_stats', 'voc_map', 'DetResults', 'COCOMetric', 'VOCMetric',
+           'coco_table', 'evaluate']
 
 # %% ../nbs/30_metrics.ipynb #c006
 COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -292,12 +293,12 @@ class _DetAccum:
             store.append([torch.as_tensor(img[k])] + [torch.as_tensor(np.concatenate([p[key][j] for p in parts])[k]) for j in range(1, len(mine[key]))])
         return out
 
-    def collect(self)->dict:
+    def collect(self)->DetResults:
         "Everything in pixels of the original images, as flat numpy arrays (all processes' images under `DistributedDL`)."
         if self.world > 1 and dist.is_available() and dist.is_initialized(): return self.gathered()._collect()
         return self._collect()
 
-    def _collect(self)->dict:
+    def _collect(self)->DetResults:
         n = self.n
         in_hw = torch.cat(self.input_hw) if self.input_hw else torch.zeros(0, 2)
         ok = self.items is not None and len(self.idx) == n and (n == 0 or max(self.idx) < len(self.items))
@@ -323,37 +324,111 @@ class _DetAccum:
                 if cr is not None and len(cr):
                     cl = getattr(it, 'crowd_labels', None)
                     c_box.append(torch.as_tensor(cr, dtype=torch.float32).reshape(-1, 4)); c_img.append(torch.full((len(cr),), i)); c_lbl.append(cl)
-        return dict(n=n, d_img=d_img.numpy(), d_box=d_px.numpy(), d_lbl=d_lbl.numpy(), d_score=d_score.numpy(),
-                    g_img=g_img.numpy(), g_box=g_px.numpy(), g_lbl=g_lbl.numpy(), g_diff=g_diff.numpy(),
-                    crowd=(c_img, c_box, c_lbl), vocab=self.vocab)
+        return DetResults(n=n, g_img=g_img.numpy(), g_box=g_px.numpy(), g_lbl=g_lbl.numpy(), g_diff=g_diff.numpy(),
+                          d_img=d_img.numpy(), d_box=d_px.numpy(), d_lbl=d_lbl.numpy(), d_score=d_score.numpy(),
+                          crowd=(c_img, c_box, c_lbl), vocab=self.vocab)
+
+# %% ../nbs/30_metrics.ipynb #r001
+def _groups(img:np.ndarray, n:int)->list:
+    "Row indices of each image `0..n-1`."
+    order = np.argsort(img, kind='stable')
+    return np.split(order, np.cumsum(np.bincount(img, minlength=n))[:-1]) if n else []
+
+@dataclass(eq=False)  # no `==`: numpy fields have no single truth value
+class DetResults:
+    "Ground truth and detections of a set of images, as flat arrays whose rows name their image: what the metrics evaluate and `DetInterpretation` reads."
+    n:int # Number of images; rows name theirs by position `0..n-1`, in the order they were evaluated (the loader's)
+    g_img:np.ndarray # `[G]` int64, the image of each ground-truth box
+    g_box:np.ndarray # `[G, 4]` float ground-truth boxes, pixel xyxy of the original image (of the model input for items without `hw`)
+    g_lbl:np.ndarray # `[G]` int64 ground-truth classes, vocab indices
+    g_diff:np.ndarray # `[G]` bool, VOC `difficult` flags (all False without records)
+    d_img:np.ndarray # `[D]` int64, the image of each detection
+    d_box:np.ndarray # `[D, 4]` float detected boxes, in the pixels of `g_box`
+    d_lbl:np.ndarray # `[D]` int64 detected classes, vocab indices
+    d_score:np.ndarray # `[D]` float detection scores
+    crowd:tuple # `(images, boxes, labels)` lists, an entry per image with crowd regions: `[C]` tensor of its index, `[C, 4]` pixel xyxy tensor, their classes (names or vocab indices; `None`: every class)
+    vocab:list # `['#na#', *classes]`; `None`: classes known by index only
+
+    def class_ids(self)->list:
+        "The classes evaluated: the vocab's (all but `#na#`), else those in the ground truth or detections."
+        v = self.vocab
+        if v is not None and len(v) > 1: return list(range(1, len(v)))
+        return sorted(set(self.g_lbl.tolist()) | set(self.d_lbl.tolist()))
+
+    def name(self, c:int)->str:
+        "Class `c`'s name: its vocab entry, else the number."
+        return str(self.vocab[c]) if self.vocab is not None and c < len(self.vocab) else str(c)
+
+    def crowd_by_image(self)->list:
+        "Per image `(boxes [C, 4], classes [C])` of the crowd regions, class -1 where a region covers every class."
+        out = [(np.zeros((0, 4)), np.zeros(0, np.int64)) for _ in range(self.n)]
+        ids = {str(c): i for i, c in enumerate(self.vocab)} if self.vocab is not None else {}
+        for ci, cb, cl in zip(*self.crowd):
+            ci, cb = np.asarray(ci), np.asarray(cb, np.float64).reshape(-1, 4)
+            cls = np.full(len(cb), -1) if cl is None else np.array([int(l) if isinstance(l, (int, np.integer)) else ids.get(str(l), -1) for l in cl])
+            for i in np.unique(ci):
+                k = ci == i
+                out[int(i)] = (np.concatenate([out[int(i)][0], cb[k]]), np.concatenate([out[int(i)][1], cls[k]]))
+        return out
+
+    def per_image(self,
+        score:float=0., # Detections from this score on
+        max_det:int=None, # At most this many detections per image, by score (default: all)
+    )->list:
+        "Per image `(gt boxes, gt classes, det boxes, det classes, crowd boxes, crowd classes)`, detections by decreasing score."
+        out = []
+        for gi, di, (cb, cc) in zip(_groups(self.g_img, self.n), _groups(self.d_img, self.n), self.crowd_by_image()):
+            di = di[self.d_score[di] >= score]
+            di = di[np.argsort(-self.d_score[di], kind='stable')][:max_det]
+            out.append((self.g_box[gi], self.g_lbl[gi], self.d_box[di], self.d_lbl[di], cb, cc))
+        return out
+
+    @classmethod
+    def from_records(cls,
+        records:list, # `DetRecord`s: the ground truth, in pixels of each image (crowd regions and `difficult` flags kept)
+        detections:list, # Per record `(boxes [N, 4] pixel xyxy, labels (class names or vocab indices), scores [N])`
+        vocab:list=None, # `['#na#', *classes]` (default: the names found, sorted)
+    )->DetResults:
+        "Ground truth from `DetRecord`s with detections made elsewhere."
+        if len(records) != len(detections): raise ValueError(f"{len(records)} records but {len(detections)} detection sets")
+        if vocab is None:
+            vocab = ['#na#'] + sorted({str(l) for r in records for l in r.labels} | {str(l) for d in detections for l in d[1] if isinstance(l, str)})
+        idx = {str(v): i for i, v in enumerate(vocab)}
+        def ids(ls): return np.array([idx[str(l)] if isinstance(l, str) else int(l) for l in ls], np.int64)
+        def cat(xs, shape=(0,)): return np.concatenate([np.asarray(x, np.float64).reshape(-1, *shape[1:]) for x in xs] + [np.zeros(shape)])
+        dets = [(torch.as_tensor(b).reshape(-1, 4).double().numpy(), ids(l), torch.as_tensor(s).double().numpy()) for b, l, s in detections]
+        crowd = ([torch.full((len(r.crowd),), i) for i, r in enumerate(records) if len(r.crowd)],
+                 [r.crowd for r in records if len(r.crowd)], [r.crowd_labels for r in records if len(r.crowd)])
+        return cls(n=len(records), vocab=list(vocab), crowd=crowd,
+                   g_img=np.concatenate([np.full(len(r.labels), i) for i, r in enumerate(records)] + [np.zeros(0)]).astype(np.int64),
+                   g_box=cat([r.boxes.numpy() for r in records], (0, 4)), g_lbl=np.concatenate([ids(r.labels) for r in records] + [np.zeros(0, np.int64)]),
+                   g_diff=np.concatenate([np.asarray(r.difficult, bool) for r in records] + [np.zeros(0, bool)]),
+                   d_img=np.concatenate([np.full(len(d[2]), i) for i, d in enumerate(dets)] + [np.zeros(0)]).astype(np.int64),
+                   d_box=cat([d[0] for d in dets], (0, 4)), d_lbl=np.concatenate([d[1] for d in dets] + [np.zeros(0, np.int64)]),
+                   d_score=cat([d[2] for d in dets]))
 
 # %% ../nbs/30_metrics.ipynb #c020
-def _class_ids(data:dict)->list:
-    v = data['vocab']
-    if v is not None and len(v) > 1: return list(range(1, len(v)))
-    return sorted(set(data['g_lbl'].tolist()) | set(data['d_lbl'].tolist()))
-
-def _metric_gt(COCO, data:dict, cats:list):
+def _metric_gt(COCO, res:DetResults, cats:list):
     "Ground truth `COCO` object of the accumulated epoch, crowd regions included."
-    img, box, lbl, crowd = [data['g_img']], [data['g_box']], [data['g_lbl']], [np.zeros(len(data['g_lbl']), np.int64)]
-    vocab = data['vocab']
+    img, box, lbl, crowd = [res.g_img], [res.g_box], [res.g_lbl], [np.zeros(len(res.g_lbl), np.int64)]
+    vocab = res.vocab
     names = {i: str(vocab[i]) for i in cats} if vocab is not None and len(vocab) > max(cats + [0]) else {}
     name2id = {v: k for k, v in names.items()}
-    for ci, cb, cl in zip(*data['crowd']):
+    for ci, cb, cl in zip(*res.crowd):
         if cl is None: ids = np.repeat(np.asarray(cats, np.int64)[None], len(cb), 0)  # every class
         else: ids = np.array([[name2id.get(l, l) if not isinstance(l, (int, np.integer)) else l] for l in cl], dtype=np.int64)
         k = ids.shape[1]
         img.append(np.repeat(ci.numpy(), k)); box.append(np.repeat(cb.numpy(), k, 0)); lbl.append(ids.reshape(-1)); crowd.append(np.ones(ids.size, np.int64))
-    return _tensor_gt(COCO, np.concatenate(img), np.concatenate(box), np.concatenate(lbl), np.concatenate(crowd), data['n'], cats, names)
+    return _tensor_gt(COCO, np.concatenate(img), np.concatenate(box), np.concatenate(lbl), np.concatenate(crowd), res.n, cats, names)
 
-def _coco_from_accum(data:dict, backend:str='auto')->dict:
+def _coco_from_accum(res:DetResults, backend:str='auto')->dict:
     "Evaluate an accumulated epoch: `{'stats': {...}, 'eval': COCOeval or None}`."
     name, COCO, _ = coco_backend(backend)
-    cats = _class_ids(data)
-    if len(data['d_score']) == 0 or not cats: return dict(stats=_stats_dict(None), eval=None)
-    gt = _metric_gt(COCO, data, cats)
-    xywh = convert_boxes(torch.as_tensor(data['d_box'], dtype=torch.float64), 'xyxy', 'xywh').numpy()
-    E = _run_cocoeval(gt, data['d_img'] + 1, data['d_lbl'], xywh, data['d_score'], backend=name)
+    cats = res.class_ids()
+    if len(res.d_score) == 0 or not cats: return dict(stats=_stats_dict(None), eval=None)
+    gt = _metric_gt(COCO, res, cats)
+    xywh = convert_boxes(torch.as_tensor(res.d_box, dtype=torch.float64), 'xyxy', 'xywh').numpy()
+    E = _run_cocoeval(gt, res.d_img + 1, res.d_lbl, xywh, res.d_score, backend=name)
     return dict(stats=_stats_dict(E), eval=E)
 
 # %% ../nbs/30_metrics.ipynb #c022
@@ -378,7 +453,8 @@ class _DetMetric(AccumMetric):
         self._acc.add(boxes, labels, scores, *learn.yb[:2], learn.xb[0].shape[-2:], idx=idxs[n:n + B] if idxs is not None and len(idxs) >= n + B else None)
         if isinstance(dl, DistributedDL): self._acc.world, dl = dl.world_size, dl.dl
         self._acc.items = getattr(dl, 'items', None)
-        self._acc.resize = input_resize(dl)
+        spec = getattr(learn, 'input_spec', None)  # a `DetLearner`'s; of another `Learner`, its loader's own `Resize`
+        self._acc.resize = spec.resize if spec is not None else input_resize(dl)
         self._acc.vocab = getattr(learn.dls, 'vocab', None)
         self._cache = {}
 
@@ -430,9 +506,8 @@ class COCOMetric(_DetMetric):
         return coco_per_class(r['eval'])
 
 # %% ../nbs/30_metrics.ipynb #c026
-def _voc_from_accum(data:dict, iou_thresh:float, eleven_point:bool)->tuple:
-    aps = _voc_eval(data['g_img'], data['g_box'], data['g_lbl'], data['g_diff'], data['d_img'], data['d_box'],
-                    data['d_lbl'], data['d_score'], iou_thresh, eleven_point)
+def _voc_from_accum(res:DetResults, iou_thresh:float, eleven_point:bool)->tuple:
+    aps = _voc_eval(res.g_img, res.g_box, res.g_lbl, res.g_diff, res.d_img, res.d_box, res.d_lbl, res.d_score, iou_thresh, eleven_point)
     return (float(np.mean(list(aps.values()))) if aps else 0.), aps
 
 class VOCMetric(_DetMetric):

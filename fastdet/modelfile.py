@@ -6,20 +6,14 @@ Docs: https://fastdet.github.io/fastdet/modelfile.html.md"""
 
 # %% ../nbs/21_modelfile.ipynb #m001
 from __future__ import annotations
-import math, tempfile, warnings
+import dataclasses, math, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from PIL import Image
-from fastai.data.transforms import Normalize
-from fastai.torch_core import to_cpu, default_device
-from .data.records import DetRecord
-from .data.core import DetResize, input_resize, det_block
-from .models.efficientdet import efficientdet_archs
-from .losses.ssd import MultiBoxLoss
-from .losses.efficientdet import EffDetLoss
-from .learner import DetLearner, ssd_learner, efficientdet_learner
+from fastai.torch_core import default_device, get_model
+from .data.core import InputSpec
+from .learner import DetLearner, make_learner
 from .files import atomic_path
 
 # %% auto #0
@@ -27,14 +21,20 @@ __all__ = ['DETECTOR_FORMAT', 'MAX_SIZE', 'save_detector', 'check_description', 
            'load_training_state']
 
 # %% ../nbs/21_modelfile.ipynb #n025
-DETECTOR_FORMAT = 'fastdet-detector/1'
+DETECTOR_FORMAT = 'fastdet-detector/2'
+_FORMAT_1 = 'fastdet-detector/1'  # fastdet before the family registry: `size` as (w, h), EfficientDet's options as `config`
 
-def _loss_settings(lf)->dict:
-    if isinstance(lf, MultiBoxLoss):
-        return dict(match_thresh=lf.match_thresh, neg_pos_ratio=lf.neg_pos_ratio, variances=list(lf.coder.variances),
-                    bbox_weight=lf.bbox_weight, score_thresh=lf.score_thresh, topk=lf.topk, nms_thresh=lf.nms_thresh, max_det=lf.max_det)
-    if isinstance(lf, EffDetLoss): return dict(max_det=lf.max_det)
-    raise ValueError(f"save_detector knows fastdet's losses, not {type(lf).__name__}: save this learner with `learn.export`")
+def _description(learn:DetLearner)->dict:
+    "What rebuilds `learn`: its recipe, classes, input and loss settings, in plain values."
+    if learn.recipe is None or learn.family is None:
+        raise ValueError("this learner was not made by make_learner / ssd_learner / efficientdet_learner: save it with `learn.export`")
+    if learn.input_spec.method is None: raise ValueError("the DataLoaders have no Resize: save this learner with `learn.export`")
+    try: loss = learn.family.loss_settings(learn.loss_func)
+    except AttributeError: raise ValueError(f"save_detector knows {learn.family.name}'s own loss, not {type(learn.loss_func).__name__}: "
+                                            f"save this learner with `learn.export`") from None
+    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(learn.input_spec).items()}
+    return dict(format=DETECTOR_FORMAT, recipe=learn.recipe, vocab=[str(v) for v in learn.dls.vocab],
+                categories=[[int(k), str(v)] for k, v in (getattr(learn.dls, 'categories', None) or {}).items()], input=spec, loss=loss)
 
 def _opt_state(opt)->dict:
     "fastai's optimizer state in plain lists, dicts and numbers (fastai's uses `L` and numpy floats, which `torch.load(weights_only=True)` refuses)."
@@ -48,37 +48,12 @@ def save_detector(
     with_opt:bool=False, # Also the optimizer's state, to resume training (`load_training_state`)
 )->Path:
     "Write `learn` as weights plus a description, a file that `load_detector` reads without unpickling any object; written whole or not at all."
-    recipe = getattr(learn, 'recipe', None)
-    if recipe is None: raise ValueError("this learner was not made by ssd_learner / efficientdet_learner: save it with `learn.export`")
-    from fastai.distributed import DistributedDL  # inside `learn.distrib_ctx()` (e.g. a callback saving the best model):
-    from fastai.torch_core import get_model       # the loaders are fastai's shards and the model is DDP-wrapped
-    dl = learn.dls.valid.dl if isinstance(learn.dls.valid, DistributedDL) else learn.dls.valid
-    rsz, norm = input_resize(dl), [t for t in dl.after_batch.fs if isinstance(t, Normalize)]
-    if rsz is None: raise ValueError("the DataLoaders have no Resize: save this learner with `learn.export`")
-    desc = dict(format=DETECTOR_FORMAT, recipe=recipe, vocab=[str(v) for v in learn.dls.vocab],
-                categories=[[int(k), str(v)] for k, v in (getattr(learn.dls, 'categories', None) or {}).items()],
-                size=[int(s) for s in rsz.size], method=str(rsz.method), pad_mode=str(rsz.pad_mode),
-                mean=to_cpu(norm[0].mean).flatten().tolist() if norm else None, std=to_cpu(norm[0].std).flatten().tolist() if norm else None,
-                loss=_loss_settings(learn.loss_func))
-    obj = dict(fastdet=desc, state_dict={k: v.detach().cpu() for k, v in get_model(learn.model).state_dict().items()})
+    obj = dict(fastdet=_description(learn), state_dict={k: v.detach().cpu() for k, v in get_model(learn.model).state_dict().items()})
     if with_opt and learn.opt is not None: obj['opt'] = _opt_state(learn.opt)
     with atomic_path(fname) as tmp: torch.save(obj, tmp)  # a crash or a full disk leaves the previous file, never half of one
     return Path(fname)
 
-def _empty_dls(desc:dict):
-    "`DataLoaders` with the transforms of `desc` and no items (fastai needs one item to set up types: a 2x2 image, then dropped)."
-    with tempfile.TemporaryDirectory() as d:
-        fn = Path(d)/'x.png'
-        Image.new('RGB', (2, 2)).save(fn)
-        db = det_block(vocab=desc['vocab'][1:], item_tfms=[DetResize(tuple(desc['size'][::-1]), method=desc['method'], pad_mode=desc['pad_mode'])],
-                       splitter=lambda items: (list(range(len(items))), []))
-        dls = db.dataloaders([DetRecord(fn, np.zeros((0, 4)), [])], bs=1, num_workers=0).new_empty()
-    if desc['mean'] is not None: dls.add_tfms([Normalize.from_stats(desc['mean'], desc['std'])], 'after_batch')
-    dls.categories = {k: v for k, v in desc['categories']} or None
-    return dls
-
 MAX_SIZE = 4096  # pixels per side of a stored input size (EfficientDet-D7x, the largest, takes 1536)
-_LOSS_KEYS = {'match_thresh', 'neg_pos_ratio', 'variances', 'bbox_weight', 'score_thresh', 'topk', 'nms_thresh', 'max_det'}
 
 def _plain(v, where:str, fname, limit:float=1e6):
     "Check that `v` holds only plain values (numbers finite and within +-`limit`)."
@@ -94,27 +69,30 @@ def check_description(
 )->dict:
     "`desc` if every field has the type and range `load_detector` needs; else a `ValueError` naming the file and the field."
     def bad(field, why): raise ValueError(f"{fname}: its description's {field} {why} (a damaged or forged model file)")
-    keys = {'format', 'recipe', 'vocab', 'categories', 'size', 'method', 'pad_mode', 'mean', 'std', 'loss'}
+    keys = {'format', 'recipe', 'vocab', 'categories', 'input', 'loss'}
     if set(desc) != keys: bad('fields', f"are {sorted(desc)}, not {sorted(keys)}")
     _plain(desc, 'description', fname)
     v = desc['vocab']
     if not isinstance(v, list) or not 2 <= len(v) <= 10_001 or not all(isinstance(x, str) for x in v) or len(set(v)) != len(v):
         bad('vocab', "is not a list of 1 to 10,000 distinct class names after '#na#'")
-    size = desc['size']
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_SIZE for x in size)):
-        bad('input size', f"{size!r} is not two whole numbers of pixels from 1 to {MAX_SIZE}")
-    if desc['method'] not in ('crop', 'pad', 'squish'): bad('resize method', f"{desc['method']!r} is not crop, pad or squish")
-    if desc['pad_mode'] not in ('zeros', 'border', 'reflection'): bad('padding mode', f"{desc['pad_mode']!r} is not zeros, border or reflection")
+    spec = desc['input']
+    if not isinstance(spec, dict) or set(spec) != {f.name for f in dataclasses.fields(InputSpec)}:
+        bad('input', f"{spec!r} is not an input spec ({', '.join(f.name for f in dataclasses.fields(InputSpec))})")
+    hw = spec['hw']
+    if not (isinstance(hw, list) and len(hw) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_SIZE for x in hw)):
+        bad('input size', f"{hw!r} is not two whole numbers of pixels from 1 to {MAX_SIZE}")
+    if spec['method'] not in ('crop', 'pad', 'squish'): bad('resize method', f"{spec['method']!r} is not crop, pad or squish")
+    if spec['pad_mode'] not in ('zeros', 'border', 'reflection'): bad('padding mode', f"{spec['pad_mode']!r} is not zeros, border or reflection")
     for k in ('mean', 'std'):
-        x = desc[k]
+        x = spec[k]
         if x is not None and not (isinstance(x, list) and len(x) == 3 and all(isinstance(y, (int, float)) for y in x)): bad(k, f"{x!r} is not 3 numbers")
-    if (desc['mean'] is None) != (desc['std'] is None) or (desc['std'] is not None and not all(0 < y <= 1e3 for y in desc['std'])):
-        bad('normalisation', f"mean {desc['mean']!r} / std {desc['std']!r} is not a pair with positive std")
+    if (spec['mean'] is None) != (spec['std'] is None) or (spec['std'] is not None and not all(0 < y <= 1e3 for y in spec['std'])):
+        bad('normalisation', f"mean {spec['mean']!r} / std {spec['std']!r} is not a pair with positive std")
     cats = desc['categories']
     if not isinstance(cats, list) or not all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], int) and isinstance(c[1], str) for c in cats):
         bad('categories', "are not [id, name] pairs")
     loss = desc['loss']
-    if not isinstance(loss, dict) or set(loss) - _LOSS_KEYS: bad('loss settings', f"{sorted(loss) if isinstance(loss, dict) else loss!r} are not among {sorted(_LOSS_KEYS)}")
+    if not isinstance(loss, dict) or not all(isinstance(k, str) for k in loss): bad('loss settings', f"{loss!r} are not named settings")
     for k in ('match_thresh', 'score_thresh', 'nms_thresh'):
         if k in loss and not 0 <= loss[k] <= 1: bad(f'loss setting {k}', f"{loss[k]!r} is not in [0, 1]")
     for k in ('topk', 'max_det'):
@@ -123,6 +101,16 @@ def check_description(
     if not isinstance(recipe, dict) or not isinstance(recipe.get('arch'), str): bad('recipe', f"{recipe!r} names no architecture")
     _plain(recipe, 'recipe', fname, limit=MAX_SIZE)  # strides, channels, scales, map counts: none is larger in any real model
     return desc
+
+def _upgrade(desc:dict)->dict:
+    "A description of format 1 in format 2 (the input spec in one field, `hw` as (h, w); EfficientDet's `config` as `model_kwargs`); others as they are."
+    if desc.get('format') != _FORMAT_1: return desc
+    d = dict(desc, format=DETECTOR_FORMAT)
+    size = d.pop('size', None)
+    d['input'] = dict(hw=size[::-1] if isinstance(size, list) else size, **{k: d.pop(k, None) for k in ('method', 'pad_mode', 'mean', 'std')})
+    if isinstance(d.get('recipe'), dict) and 'config' in d['recipe']:
+        d['recipe'] = {k: v for k, v in d['recipe'].items() if k not in ('config', 'max_det')} | dict(model_kwargs=d['recipe']['config'] or {})
+    return d
 
 def _sniff(fname:Path)->str:
     "What `fname` looks like from its first bytes: 'torch' (a zip, as `torch.save` writes), 'pickle', or 'other'."
@@ -152,11 +140,11 @@ def read_detector(
     if isinstance(obj, dict) and 'fastdet' not in obj and obj and all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{fname}: a bare state dict (weights without fastdet's description of the model): give it as "
                          f"`weights=` when making a learner (`fastdet train --weights {fname}`) to start from it")
-    if not isinstance(obj, dict) or not isinstance(obj.get('fastdet'), dict) or obj['fastdet'].get('format') != DETECTOR_FORMAT:
+    if not isinstance(obj, dict) or not isinstance(obj.get('fastdet'), dict) or obj['fastdet'].get('format') not in (DETECTOR_FORMAT, _FORMAT_1):
         raise ValueError(f"{fname}: not a model file written by fastdet's `save_detector` ({DETECTOR_FORMAT})")
     if not isinstance(obj.get('state_dict'), dict) or not all(isinstance(v, Tensor) for v in obj['state_dict'].values()):
         raise ValueError(f"{fname}: its weights are not a dict of tensors (a damaged model file)")
-    check_description(obj['fastdet'], fname)
+    obj['fastdet'] = check_description(_upgrade(obj['fastdet']), fname)
     return obj
 
 def load_state(
@@ -182,14 +170,12 @@ def load_detector(
     "The learner of a `save_detector` file, rebuilt from its checked description and weights, reading nothing but tensors and plain values."
     obj = read_detector(fname)
     desc, recipe = obj['fastdet'], obj['fastdet']['recipe']
-    dls = _empty_dls(desc)
+    spec = InputSpec(**desc['input'])
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='.*already normalise')  # the file's own statistics, installed above
-            if recipe['arch'] in efficientdet_archs():
-                learn = efficientdet_learner(dls, recipe['arch'], pretrained=False, config=recipe.get('config'), **desc['loss'])
-            else:
-                learn = ssd_learner(dls, recipe['arch'], pretrained=False, model_kwargs=recipe.get('model_kwargs'), loss_func=MultiBoxLoss(**desc['loss']))
+            warnings.filterwarnings('ignore', message='.*already normalise')  # the file's own statistics, installed by `spec.dls`
+            learn = make_learner(spec.dls(desc['vocab'], {k: v for k, v in desc['categories']}), recipe['arch'],
+                                 model_kwargs=recipe.get('model_kwargs'), loss_kwargs=desc['loss'], input_spec=spec)
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{fname}: its description does not build a model ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     load_state(learn.model, obj['state_dict'], fname)
@@ -202,7 +188,6 @@ def load_training_state(
 ):
     "Load the weights and the optimizer's state of `fname` into `learn`, to resume training where it stopped."
     obj = read_detector(fname)
-    from fastai.torch_core import get_model
     load_state(get_model(learn.model), obj['state_dict'], fname)
     if 'opt' in obj:
         if learn.opt is None: learn.create_opt()

@@ -9,14 +9,13 @@ from __future__ import annotations
 import socket, urllib.error
 from pathlib import Path
 import torch
-from .models.ssd import ssd_configs, ssd_coco_archs
-from .models.efficientdet import efficientdet_archs, efficientdet_config
+from .families import family_of, NAMED_WEIGHTS
 from .learner import make_learner
 from .modelfile import read_detector
 
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'recipe', 'recipe_epochs', 'default_size',
-           'weights_kwargs', 'weights_arch', 'pretrained_learner']
+           'start_weights', 'weights_arch', 'pretrained_learner']
 
 # %% ../nbs/37_recipes.ipynb #c005
 class CLIError(Exception):
@@ -47,37 +46,34 @@ def recipe_epochs(
     per_epoch = max(1, -(-n_train // bs))
     return int(min(max(round(steps / per_epoch), bounds[0]), bounds[1]))
 
+def _family(arch:str):
+    "The family of `--arch`, or a `CLIError` naming the families."
+    try: return family_of(arch)
+    except ValueError as e: raise CLIError(f"--arch {arch}: {e}") from None
+
 def default_size(arch:str)->int:
-    "The image size `arch` was designed for: its SSD config's, or its EfficientDet config's (else 320)."
-    if arch in ssd_configs: return ssd_configs[arch]['size']
-    if arch in efficientdet_archs(): return max(efficientdet_config(arch).image_size)
-    return 320
+    "The image size `arch` was designed for (its family's `default_size`)."
+    return _family(arch).default_size(arch)
 
-def _has_coco(arch:str)->bool: return arch in efficientdet_archs() or arch in ssd_coco_archs()
-
-def weights_kwargs(
+def start_weights(
     arch:str, # The architecture
-    weights:str, # 'pretrained' (COCO where `arch` has them, else ImageNet), 'coco', 'imagenet', 'none', or a checkpoint file
-)->dict:
-    "`make_learner`'s arguments for `weights`, checked before anything downloads."
-    if weights == 'pretrained': weights = 'coco' if _has_coco(arch) else 'imagenet'
-    effdet = arch in efficientdet_archs()
-    if weights == 'none': return dict(pretrained=False)
-    if weights == 'imagenet': return dict(pretrained=False, pretrained_backbone=True) if effdet else dict(pretrained=True)
-    if weights == 'coco':
-        if not _has_coco(arch): raise CLIError(f"--weights coco: no COCO weights for {arch} (torchvision has them for "
-                                               f"{', '.join(ssd_coco_archs())}; effdet for its architectures): use --weights imagenet")
-        return dict(pretrained=True) if effdet else dict(pretrained=False, weights='coco')
-    if Path(weights).is_dir(): raise CLIError(f"--weights {weights}: a folder; give a checkpoint file (e.g. {Path(weights)/'model.pth'})")
-    if not Path(weights).is_file(): raise CLIError(f"--weights {weights}: no such file (pretrained, coco, imagenet, none or a checkpoint file)")
-    return dict(pretrained=False, weights=weights)
+    weights:str, # `--weights`: 'pretrained' (the family's best: COCO where `arch` has them, else ImageNet), 'coco', 'imagenet', 'none', or a checkpoint file
+):
+    "The `weights=` of `make_learner` for `--weights`: `None`, 'imagenet', 'coco' or the file; checked before anything downloads."
+    fam = _family(arch)
+    if weights == 'none': return None
+    w = fam.pretrained(arch) if weights == 'pretrained' else weights
+    try: fam.check_weights(arch, w)
+    except (ValueError, OSError) as e:
+        raise CLIError(f"--weights {weights}: {e}" + ("; use --weights imagenet" if w == 'coco' and 'imagenet' in fam.weights(arch) else '')) from None
+    return w
 
 def weights_arch(
     weights:str, # `--weights`
     arch:str=None, # `--arch` as given (`None`: not given)
 )->str:
     "The architecture of a fastdet model file given as `--weights` (`arch` must agree), else `arch`."
-    if weights in (None, 'pretrained', 'coco', 'imagenet', 'none') or not Path(weights).is_file(): return arch
+    if weights in (None, 'pretrained', 'none', *NAMED_WEIGHTS) or not Path(weights).is_file(): return arch
     try: file_arch = read_detector(weights)['fastdet']['recipe']['arch']
     except ValueError: return arch  # not fastdet's model file: a state dict, checked when loaded
     if arch is not None and arch != file_arch:
@@ -94,8 +90,8 @@ def _offline(e:BaseException)->bool:
 _OFFLINE_ERRORS = {'LocalEntryNotFoundError', 'ConnectTimeout', 'ReadTimeout', 'ConnectionError', 'MaxRetryError', 'NameResolutionError'}
 
 def pretrained_learner(dls, arch:str, weights:str, **kwargs):
-    "`make_learner(dls, arch, **weights_kwargs(arch, weights), **kwargs)`; a failed download of the weights becomes one line saying what to do."
-    try: return make_learner(dls, arch, **weights_kwargs(arch, weights), **kwargs)
+    "`make_learner(dls, arch, start_weights(arch, weights), **kwargs)`; a failed download of the weights becomes one line saying what to do."
+    try: return make_learner(dls, arch, start_weights(arch, weights), **kwargs)
     except Exception as e:
         if not _offline(e): raise
         raise CLIError(f"could not download the pretrained weights of {arch} (--weights {weights}; no network? {e}): train from scratch "

@@ -122,12 +122,12 @@ def _forged(run, tmp_path, change)->Path:
     return tmp_path/'forged.pth'
 
 def test_the_stored_description_is_checked(run, tmp_path, capsys):
-    def huge(o): o['fastdet']['size'] = [100000, 100000]
+    def huge(o): o['fastdet']['input']['hw'] = [100000, 100000]
     assert main(['predict', str(_forged(run, tmp_path, huge)), str(tmp_path)]) == 1
     assert "forged.pth: its description's input size [100000, 100000] is not two whole numbers of pixels from 1 to 4096" in _err(capsys)
-    def nan_std(o): o['fastdet']['std'] = [float('nan')] * 3
+    def nan_std(o): o['fastdet']['input']['std'] = [float('nan')] * 3
     assert main(['predict', str(_forged(run, tmp_path, nan_std)), str(tmp_path)]) == 1
-    assert 'forged.pth: its description holds description.std[0] = nan' in _err(capsys)
+    assert 'forged.pth: its description holds description.input.std[0] = nan' in _err(capsys)
     def maps(o): o['fastdet']['recipe']['model_kwargs'] = dict(n_maps=10**6)
     assert main(['predict', str(_forged(run, tmp_path, maps)), str(tmp_path)]) == 1
     assert 'recipe.model_kwargs.n_maps = 1000000' in _err(capsys)

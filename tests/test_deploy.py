@@ -7,9 +7,9 @@ from fastai.data.transforms import Normalize
 from fastai.vision.core import TensorImage, image2tensor
 from fastdet.boxes import bbox_to_pixels, unpad, convert_boxes
 from fastdet.data.records import open_image, image_hw
-from fastdet.data.core import DetDataLoaders, input_resize
+from fastdet.data.core import DetDataLoaders
 from fastdet.learner import ssd_learner, efficientdet_learner
-from fastdet.deploy import predict_files, export_onnx, load_onnx, image_files
+from fastdet.deploy import predict_files, load_onnx, image_files
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
@@ -70,7 +70,7 @@ def calibrated(learn, data_dir, part=''):
 
 @pytest.fixture(scope='module')
 def ssdlite(data_dir):
-    return calibrated(ssd_learner(coco_dls(data_dir, 320), 'ssdlite320_mobilenet_v3_large', pretrained=False), data_dir)
+    return calibrated(ssd_learner(coco_dls(data_dir, 320), 'ssdlite320_mobilenet_v3_large', weights=None), data_dir)
 
 def test_predict_batch_equals_predict(ssdlite, data_dir):
     files = some_images(data_dir, 5)
@@ -111,7 +111,7 @@ def test_predict_files_skips_and_lists_unreadable(ssdlite, data_dir, tmp_path, c
 
 def _batch(files, learn):
     "Real images at the learner's size, RGB in [0, 1]."
-    w, h = input_resize(learn.dls.valid).size
+    h, w = learn.input_spec.hw
     return torch.stack([image2tensor(open_image(f).resize((w, h))) for f in files]).float() / 255
 
 def learner_dets(learn, x):
@@ -132,12 +132,11 @@ def onnx_dets(out):
     return [(torch.as_tensor(b)[l > 0], torch.as_tensor(s)[l > 0], torch.as_tensor(l)[l > 0]) for b, s, l in zip(*out)]
 
 def check_onnx(learn, data_dir, tmp_path, min_dets=20, px=PX, score=1e-4):
-    fn = export_onnx(learn, tmp_path/'model.onnx')
+    fn = learn.export_onnx(tmp_path/'model.onnx')
     det = load_onnx(fn)
     meta = det.session.get_modelmeta().custom_metadata_map
     assert json.loads(meta['vocab']) == list(learn.dls.vocab) and 'person' in json.loads(meta['vocab'])
-    w, h = input_resize(learn.dls.valid).size
-    assert json.loads(meta['input_hw']) == [h, w]
+    assert json.loads(meta['input_hw']) == list(learn.input_spec.hw)
     x = _batch(some_images(data_dir, 3), learn)
     for xb in (x[:1], x):  # a dynamic batch axis
         out = det(xb.numpy())
@@ -168,12 +167,12 @@ def test_onnx_ssdlite_and_predict_files(ssdlite, data_dir, tmp_path):
 
 def test_onnx_efficientdet(data_dir, tmp_path):
     # the backbone only: calibrated BiFPN and heads make effdet's unbounded box regression overflow
-    learn = calibrated(efficientdet_learner(coco_dls(data_dir, 256), 'tf_efficientdet_d0', pretrained=False), data_dir, 'backbone')
+    learn = calibrated(efficientdet_learner(coco_dls(data_dir, 256), 'tf_efficientdet_d0', weights=None), data_dir, 'backbone')
     check_onnx(learn, data_dir, tmp_path, px=EFFDET_PX, score=EFFDET_SCORE)
 
 @pytest.mark.slow
 def test_onnx_ssd300_vgg16(data_dir, tmp_path):
-    learn = calibrated(ssd_learner(coco_dls(data_dir, 300), 'ssd300_vgg16', pretrained=False), data_dir)
+    learn = calibrated(ssd_learner(coco_dls(data_dir, 300), 'ssd300_vgg16', weights=None), data_dir)
     check_onnx(learn, data_dir, tmp_path)
 
 def test_missing_onnxruntime_says_how_to_install(monkeypatch, tmp_path):

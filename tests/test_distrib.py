@@ -14,12 +14,13 @@ def _dls(**kw):
     return DetDataLoaders.from_shapes(**{**SHAPES, **kw})
 
 def _learner(arch:str, **kw):
-    from fastdet.learner import ssd_learner, efficientdet_learner, ssd_meta
+    from fastdet.learner import ssd_learner, efficientdet_learner
+    from fastdet.families import SSD_FAMILY
     from fastdet.losses.ssd import MultiBoxLoss
     torch.manual_seed(0)
     if arch.startswith('ssd'):  # every candidate decoded (no score threshold): an untrained model still finds some objects
-        return ssd_learner(_dls(), arch, pretrained=False, loss_func=MultiBoxLoss(**{**ssd_meta[arch]['decode'], 'score_thresh': 0.}), **kw)
-    return efficientdet_learner(_dls(n=30, size=128, render_size=128), arch, pretrained=False, pretrained_backbone=False, **kw)  # 6 validation images
+        return ssd_learner(_dls(), arch, weights=None, loss_func=MultiBoxLoss(**{**SSD_FAMILY.decode(arch), 'score_thresh': 0.}), **kw)
+    return efficientdet_learner(_dls(n=30, size=128, render_size=128), arch, weights=None, **kw)  # 6 validation images
 
 def _flat_state(model)->np.ndarray:
     return torch.cat([v.detach().float().reshape(-1) for v in model.state_dict().values()]).numpy()

@@ -130,7 +130,7 @@ def test_targets_conversion(dls):
 
 
 def test_loss_equals_detbenchtrain(dls):
-    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False)
+    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None)
     x, b, l = dls.valid.one_batch()
     model = learn.model.eval()  # no drop-path: both forwards see the same network
     rb, rc = _effdet_reference_targets(dls, len(x))
@@ -194,14 +194,14 @@ def test_every_arch_configures():
 def test_size_error_names_valid_sizes():
     dls = DetDataLoaders.from_shapes(n=16, size=192, render_size=192, bs=4, seed=1, num_workers=0)
     with pytest.raises(ValueError, match=r'192, 192.*128 or 256'):
-        efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False)
+        efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None)
     # a config with max_level 5 takes it (and the size comes from the DataLoaders)
-    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, config=dict(max_level=5))
+    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None, config=dict(max_level=5))
     assert tuple(learn.loss_func.hw) == (192, 192) and learn.loss_func.num_classes == 4
 
 
 def test_freeze_trains_bifpn_and_heads(dls):
-    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False)
+    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None)
     m = learn.model
     groups = efficientdet_split(m)
     assert len(groups) == 3
@@ -218,7 +218,7 @@ def test_freeze_trains_bifpn_and_heads(dls):
 def test_predict_show_results_export(dls, tmp_path):
     import matplotlib; matplotlib.use('Agg')
     from fastai.learner import load_learner
-    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, path=tmp_path, max_det=20)
+    learn = efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None, path=tmp_path, max_det=20)
     rec = list(dls.valid.items)[0]
     boxes, labels, scores = learn.predict(rec.file)
     assert boxes.shape == (len(labels), 4) and scores.shape == (len(labels),) and 0 < len(labels) <= 20
@@ -239,7 +239,7 @@ def test_predict_show_results_export(dls, tmp_path):
 def test_fine_tune_runs():
     "`fine_tune` (freeze, train BiFPN + heads, unfreeze, train all) on a tiny set; the backbone moves only when unfrozen."
     small = DetDataLoaders.from_shapes(n=16, size=128, render_size=128, bs=8, seed=2, num_workers=0)
-    learn = efficientdet_learner(small, 'tf_efficientdet_d0', pretrained=False)
+    learn = efficientdet_learner(small, 'tf_efficientdet_d0', weights=None)
     bb0 = [p.detach().clone() for p in learn.model.backbone.parameters()]
     fpn0 = [p.detach().clone() for p in learn.model.fpn.parameters()]
     learn.create_opt(); learn.freeze()
@@ -293,7 +293,7 @@ def test_learns_shapes_from_scratch():
         torch.manual_seed(0)
         t0 = time.time()
         dls = DetDataLoaders.from_shapes(n=1000, size=256, bs=16, num_workers=0)
-        learn = efficientdet_learner(dls, 'efficientdet_d0', pretrained=False, config=LEARN_CONFIG)
+        learn = efficientdet_learner(dls, 'efficientdet_d0', weights=None, config=LEARN_CONFIG)
         with learn.no_bar(): learn.fit_one_cycle(EPOCHS, LR)
         with learn.no_bar(): m = coco_map(learn)
         elapsed = time.time() - t0

@@ -11,7 +11,6 @@ from fastdet.data.core import DetDataLoaders
 from fastdet.learner import ssd_learner, efficientdet_learner, ValidateLastEpoch
 from fastdet.modelfile import save_detector, load_detector
 from fastdet.ema import EMACallback
-from fastdet.deploy import export_module
 
 class _Steps(Callback):
     "Record, per fit, the starting model and the weights after each optimizer step, at `before_train` and at `after_epoch`."
@@ -42,7 +41,7 @@ def fitted(tmp_path_factory):
     "Two epochs (3 optimizer steps each) with `ema=True`."
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, ema=True, path=tmp_path_factory.mktemp('ema'))
+    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', weights=None, ema=True, path=tmp_path_factory.mktemp('ema'))
     rec = _Steps()
     learn.fit(2, 1e-3, cbs=rec)
     fit = rec.fits[0]
@@ -95,11 +94,11 @@ def test_predict_export_and_save_detector_use_the_average(fitted, tmp_path):
     # save_detector / load_detector and the ONNX export module: the averaged weights
     save_detector(learn, tmp_path/'ema.pth')
     assert _equal(_state(load_detector(tmp_path/'ema.pth').model), emas[-1])
-    assert _equal(_state(export_module(learn).net.model), emas[-1])
+    assert _equal(_state(learn.export_module().model), emas[-1])
 
 def test_lr_find_is_sat_out(tmp_path):
     torch.set_num_threads(1)
-    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, ema=True, path=tmp_path)
+    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', weights=None, ema=True, path=tmp_path)
     before = _state(learn.model)
     learn.lr_find(num_it=4, show_plot=False)
     assert learn.ema.n_updates == 0 and learn.ema.model_ema is None
@@ -109,7 +108,7 @@ def test_fine_tune_averages_each_fit(tmp_path):
     "fine_tune: the frozen fit ends with its average; the unfrozen fit trains from it and averages anew (the last epoch validated only)."
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, path=tmp_path, cbs=EMACallback(decay=.999, warmup_power=1.))
+    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', weights=None, path=tmp_path, cbs=EMACallback(decay=.999, warmup_power=1.))
     learn.freeze()  # as when pretrained (not here: no network)
     rec = _Steps()
     learn.fine_tune(2, 1e-3, freeze_epochs=1, cbs=[rec, ValidateLastEpoch()])
@@ -129,7 +128,7 @@ class _Interrupt(Callback):
 
 def test_keep_average_after_an_interrupted_fit(tmp_path):
     torch.set_num_threads(1)
-    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, path=tmp_path, ema=True)
+    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', weights=None, path=tmp_path, ema=True)
     rec = _Steps()
     with pytest.raises(KeyboardInterrupt): learn.fit(1, 1e-3, cbs=[rec, _Interrupt()])
     fit = rec.fits[0]
@@ -139,7 +138,7 @@ def test_keep_average_after_an_interrupted_fit(tmp_path):
 
 def test_buffers_false_copies_batchnorm_statistics(tmp_path):
     torch.set_num_threads(1)
-    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', pretrained=False, path=tmp_path, cbs=EMACallback(buffers=False))
+    learn = ssd_learner(_dls(), 'ssdlite_mobilenetv2', weights=None, path=tmp_path, cbs=EMACallback(buffers=False))
     rec = _Steps()
     learn.fit(1, 1e-3, cbs=rec)
     fit, got = rec.fits[0], _state(learn.model)
@@ -150,17 +149,17 @@ def test_buffers_false_copies_batchnorm_statistics(tmp_path):
 
 def test_learner_factories_attach_it():
     dls = _dls()
-    assert not hasattr(ssd_learner(dls, pretrained=False), 'ema')
-    assert ssd_learner(dls, pretrained=False, ema=.9999).ema.decay == .9999
-    assert ssd_learner(dls, pretrained=False, ema=True).ema.decay == .9998
-    d = efficientdet_learner(dls, 'tf_efficientdet_d0', pretrained=False, pretrained_backbone=False, config=dict(min_level=3, max_level=5, num_levels=3, fpn_cell_repeats=1), ema=True)
+    assert not hasattr(ssd_learner(dls, weights=None), 'ema')
+    assert ssd_learner(dls, weights=None, ema=.9999).ema.decay == .9999
+    assert ssd_learner(dls, weights=None, ema=True).ema.decay == .9998
+    d = efficientdet_learner(dls, 'tf_efficientdet_d0', weights=None, config=dict(min_level=3, max_level=5, num_levels=3, fpn_cell_repeats=1), ema=True)
     assert isinstance(d.ema, EMACallback)
 
 def _ddp_job():
     "One epoch of 2 processes under `learn.distrib_ctx()` with `ema=True`: what each rank holds."
     import torch.distributed as dist
     torch.manual_seed(0)
-    learn = ssd_learner(_dls(n=64, bs=4), 'ssdlite_mobilenetv2', pretrained=False, ema=True)
+    learn = ssd_learner(_dls(n=64, bs=4), 'ssdlite_mobilenetv2', weights=None, ema=True)
     rec = _Steps()
     with learn.no_bar(), learn.no_logging(), learn.distrib_ctx(): learn.fit(1, 1e-3, cbs=rec)
     fit, got = rec.fits[0], _state(learn.model)

@@ -137,7 +137,7 @@ def test_tide_error_kinds():
 def trained(tmp_path_factory):
     torch.set_num_threads(_threads())
     dls = DetDataLoaders.from_shapes(n=64, size=96, render_size=128, bs=8, seed=3, num_workers=0)
-    learn = ssd_learner(dls, pretrained=False, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=tmp_path_factory.mktemp('run'))
+    learn = ssd_learner(dls, weights=None, metrics=[COCOMetric('AP'), COCOMetric('AP50')], path=tmp_path_factory.mktemp('run'))
     with contextlib.redirect_stdout(io.StringIO()), learn.no_bar(): learn.fit_one_cycle(2, 5e-3, cbs=CSVLogger('results.csv'))
     return learn
 
@@ -209,7 +209,7 @@ def test_save_results(trained, tmp_path):
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), log.AP.values, atol=1e-5)
     plt.close(fig)
     # a learner that never trained (`fastdet eval` on a saved model): no training curves, the rest written
-    fresh = ssd_learner(learn.dls, pretrained=False)
+    fresh = ssd_learner(learn.dls, weights=None)
     evaluate(fresh)  # a `validate` leaves a row in the log, but no training
     names = [f.name for f in save_results(fresh, tmp_path/'eval', dl=learn.dls.valid)]
     assert 'losses.png' not in names and 'metrics.png' not in names and 'pr_curve.png' in names and 'predictions.png' in names

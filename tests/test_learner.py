@@ -14,7 +14,8 @@ from fastdet.data.records import DetRecord
 from fastdet.data.core import DetDataLoaders, det_block
 from fastdet.data.shapes import make_shapes, SHAPE_CLASSES
 from fastdet.models.ssd import ssd_split
-from fastdet.learner import DetLearner, ssd_learner, ValidateLastEpoch, ChannelsLastInference
+from fastdet.learner import DetLearner, ssd_learner, ValidateLastEpoch
+from fastdet.prediction import ChannelsLastInference
 from fastdet.losses.ssd import MultiBoxLoss
 
 def _threads():
@@ -28,7 +29,7 @@ def small_dls():
     return DetDataLoaders.from_shapes(n=32, size=64, render_size=96, bs=8, seed=5, num_workers=0)
 
 def test_predict_in_original_pixels_and_export_round_trip(small_dls, tmp_path):
-    learn = ssd_learner(small_dls, pretrained=False, path=tmp_path)
+    learn = ssd_learner(small_dls, weights=None, path=tmp_path)
     learn.fit(1, 1e-3)
     learn.loss_func.score_thresh = 0.  # keep the full 100 detections: more to compare
     rec = small_dls.valid.items[0]
@@ -61,11 +62,11 @@ def test_normalisation_follows_the_weights_and_is_installed_once(tmp_path):
     dls = DetDataLoaders.from_shapes(n=16, size=64, render_size=64, bs=4, seed=1, num_workers=0)
     x, _, _ = dls.valid.one_batch()
     assert not _norms(dls) and x.min() >= 0 and x.max() <= 1
-    learn = ssd_learner(dls, pretrained=False, path=tmp_path)
+    learn = ssd_learner(dls, weights=None, path=tmp_path)
     (n,) = _norms(dls)
     mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in imagenet_stats)
     torch.testing.assert_close(dls.valid.one_batch()[0].cpu(), (x.cpu() - mean) / std)
-    ssd_learner(dls, pretrained=False)  # a second learner on the same DataLoaders
+    ssd_learner(dls, weights=None)  # a second learner on the same DataLoaders
     assert len(_norms(dls)) == 1
     # exported and loaded: the same Normalize, so predictions agree
     learn.export('m.pkl')
@@ -74,16 +75,16 @@ def test_normalisation_follows_the_weights_and_is_installed_once(tmp_path):
     # VGG16: torchvision's 0-255 statistics; a timm backbone: its pretrained_cfg's (inception_v3: 0.5, 0.5)
     for arch, m, s in (('ssd300_vgg16', [0.48235, 0.45882, 0.40784], [1 / 255] * 3), ('inception_v3', [.5] * 3, [.5] * 3)):
         d = DetDataLoaders.from_shapes(n=16, size=64, render_size=64, bs=4, seed=1, num_workers=0)
-        ssd_learner(d, arch, pretrained=False)
+        ssd_learner(d, arch, weights=None)
         (n,) = _norms(d)
         torch.testing.assert_close(n.mean.flatten().cpu(), torch.tensor(m)); torch.testing.assert_close(n.std.flatten().cpu(), torch.tensor(s))
     # DataLoaders built by hand with their own Normalize: not normalised twice
     db = det_block(vocab=list(SHAPE_CLASSES), size=64, batch_tfms=[Normalize.from_stats(*imagenet_stats)])
     hand = db.dataloaders(make_shapes(n=16, size=64), bs=4, num_workers=0)
-    ssd_learner(hand, pretrained=False)
+    ssd_learner(hand, weights=None)
     assert len(_norms(hand)) == 1
     with pytest.warns(UserWarning, match='ssd300_vgg16 expects mean'):
-        ssd_learner(hand, 'ssd300_vgg16', pretrained=False)
+        ssd_learner(hand, 'ssd300_vgg16', weights=None)
     assert len(_norms(hand)) == 1
 
 def test_input_window_crop_and_pad():
@@ -102,7 +103,7 @@ def test_input_window_crop_and_pad():
         torch.testing.assert_close(back, px, atol=1.5, rtol=0)
 
 def test_splitter_freeze_and_fastai_loops(small_dls, tmp_path):
-    learn = ssd_learner(small_dls, pretrained=False, path=tmp_path)
+    learn = ssd_learner(small_dls, weights=None, path=tmp_path)
     groups = ssd_split(learn.model)
     assert len(groups) == 3
     assert sum(len(g) for g in groups) == len(list(learn.model.parameters()))
@@ -118,7 +119,7 @@ def test_splitter_freeze_and_fastai_loops(small_dls, tmp_path):
     learn.show_results(max_n=2)
 
 def test_to_fp16_runs(small_dls, tmp_path):
-    learn = ssd_learner(small_dls, pretrained=False, path=tmp_path).to_fp16()
+    learn = ssd_learner(small_dls, weights=None, path=tmp_path).to_fp16()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         learn.fit(1, 1e-3)
@@ -130,7 +131,7 @@ def test_single_class_and_negatives(tmp_path):
     one += [DetRecord(r.file, [], [], hw=r.hw) for r in recs[:8]]  # and images without objects
     dls = DetDataLoaders.from_records(one, size=64, bs=8, num_workers=0, check_images=False)
     assert dls.vocab == ['#na#', 'thing']
-    learn = ssd_learner(dls, pretrained=False, path=tmp_path)
+    learn = ssd_learner(dls, weights=None, path=tmp_path)
     assert learn.model.cls_heads[0][-1].out_channels % 2 == 0
     learn.fit(1, 1e-3)
     boxes, labels, scores = learn.predict(recs[0].file)
@@ -158,7 +159,7 @@ def test_ssdlite_from_scratch_learns_shapes(tmp_path):
     dls = DetDataLoaders.from_shapes(n=c['n'], size=c['size'], bs=c['bs'], num_workers=0, batch_tfms=[Flip()])
     t_data = time.time() - t0  # rendering the built-in dataset the first time (cached afterwards)
     t0 = time.time()
-    learn = ssd_learner(dls, pretrained=False, path=tmp_path)
+    learn = ssd_learner(dls, weights=None, path=tmp_path)
     learn.fit_one_cycle(c['epochs'], c['lr'], cbs=ValidateLastEpoch())
     # evaluate with pycocotools directly, on the shapes' own COCO json (original pixels)
     _, _, dec = learn.get_preds(dl=dls.valid.new(shuffle=False, drop_last=False), with_decoded=True)

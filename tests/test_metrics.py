@@ -274,11 +274,41 @@ def test_metric_undoes_crop_resize():
     m.accumulate(learn)
     data = m._acc.collect()
     ref = torch.cat([detections_to_pixels(d[0], (100, 200), rsz), detections_to_pixels(d[1, :1], (200, 100), rsz)])
-    assert torch.allclose(torch.as_tensor(data['d_box']), ref)
-    assert torch.allclose(torch.as_tensor(data['d_box'][0]), torch.tensor([50., 0., 150., 100.]))  # the centred square crop
+    assert torch.allclose(torch.as_tensor(data.d_box), ref)
+    assert torch.allclose(torch.as_tensor(data.d_box[0]), torch.tensor([50., 0., 150., 100.]))  # the centred square crop
     g = [(detections_to_pixels(d[0, :1], (100, 200), rsz), torch.tensor([1])), (detections_to_pixels(d[1, :1], (200, 100), rsz), torch.tensor([1]))]
     p = [(ref[:2], torch.tensor([1, 1]), torch.tensor([.9, .8])), (ref[2:], torch.tensor([1]), torch.tensor([.7]))]
     assert abs(m.value - coco_stats(g, p)['AP']) < 1e-9 and 0 < m.value < 1
+
+
+def test_det_results_round_trip():
+    "`collect` gives a `DetResults` of the 11 fields; its rows, handed back per image to `DetResults.from_records`, give the same fields and numbers."
+    from dataclasses import fields
+    from fastdet.data.records import DetRecord
+    from fastdet.metrics import DetResults, _coco_from_accum, _voc_from_accum
+    recs = [DetRecord('a.jpg', [[10., 10., 60., 50.], [100., 20., 180., 90.]], ['x', 'y'], hw=(100, 200), crowd=[[0., 60., 50., 100.]],
+                      difficult=[False, True]),
+            DetRecord('b.jpg', [[5., 40., 50., 90.]], ['x'], hw=(200, 100))]
+    dets = [(torch.tensor([[12., 10., 60., 52.], [100., 20., 170., 90.], [5., 65., 45., 95.], [120., 30., 160., 80.]]),
+             torch.tensor([1, 2, 1, 1]), torch.tensor([.9, .8, .7, .3])),
+            (torch.tensor([[5., 40., 50., 88.], [0., 0., 30., 30.]]), torch.tensor([1, 2]), torch.tensor([.6, .5]))]
+    m = COCOMetric('AP')
+    learn = SimpleNamespace(metrics=[m], loss_func=SimpleNamespace(activation=lambda p: p), dls=SimpleNamespace(vocab=['#na#', 'x', 'y']),
+                            dl=SimpleNamespace(items=recs), xb=(torch.zeros(2, 3, 64, 64),))
+    learn.pred = pad_items([(pixels_to_bbox(b, r.hw), l, s) for (b, l, s), r in zip(dets, recs)])
+    learn.yb = pad_items([(pixels_to_bbox(r.boxes, r.hw), torch.tensor([1 if l == 'x' else 2 for l in r.labels])) for r in recs])
+    m.accumulate(learn)
+    res = m._acc.collect()
+    assert isinstance(res, DetResults) and res.n == 2 and res.class_ids() == [1, 2] and res.name(2) == 'y'
+    assert {f.name for f in fields(DetResults)} == {'g_img', 'g_box', 'g_lbl', 'g_diff', 'crowd', 'd_img', 'd_box', 'd_lbl', 'd_score', 'vocab', 'n'}
+    again = DetResults.from_records(recs, [(res.d_box[res.d_img == i], res.d_lbl[res.d_img == i], res.d_score[res.d_img == i]) for i in range(res.n)],
+                                    res.vocab)
+    for f in ('g_img', 'g_box', 'g_lbl', 'g_diff', 'd_img', 'd_box', 'd_lbl', 'd_score'): np.testing.assert_allclose(getattr(again, f), getattr(res, f), atol=1e-4)
+    for a, b in zip(again.crowd_by_image(), res.crowd_by_image()): np.testing.assert_allclose(a[0], b[0]); assert a[1].tolist() == b[1].tolist()
+    assert res.crowd_by_image()[0][1].tolist() == [-1]  # a crowd region without a class covers every class
+    assert res.g_diff.tolist() == [False, True, False] and len(res.per_image(score=.65)[0][2]) == 3
+    assert_stats(_coco_from_accum(again)['stats'], _coco_from_accum(res)['stats'], tol=1e-9)
+    assert _voc_from_accum(again, .5, False)[1] == pytest.approx(_voc_from_accum(res, .5, False)[1]) and _coco_from_accum(res)['stats']['AP'] > 0
 
 
 # ---------- inside fastai's loop
@@ -290,7 +320,7 @@ def test_in_loop_equals_pycocotools():
     from fastdet.learner import ssd_learner
     dls = DetDataLoaders.from_shapes(n=48, size=96, render_size=128, bs=8, num_workers=0)
     mets = [COCOMetric('AP'), COCOMetric('AP50'), COCOMetric('AR100'), VOCMetric()]
-    learn = ssd_learner(dls, pretrained=False, metrics=mets)
+    learn = ssd_learner(dls, weights=None, metrics=mets)
     out = io.StringIO()
     with contextlib.redirect_stdout(out): learn.fit(2, 1e-3)
     names = list(learn.recorder.metric_names)

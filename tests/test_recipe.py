@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from fastdet.recipes import (recipe, recipe_epochs, default_size, weights_kwargs, pretrained_learner, CLIError,
+from fastdet.recipes import (recipe, recipe_epochs, default_size, start_weights, pretrained_learner, CLIError,
                              SHAPES_RECIPE, FINETUNE_RECIPE, SCRATCH_RECIPE)
 from fastdet.commands import train_dls
 
@@ -22,12 +22,13 @@ def test_recipes():
     assert recipe_epochs(160, 16, 300, (3, 30)) == 30 and recipe_epochs(800, 16, 300, (3, 30)) == 6  # 10 and 50 steps per epoch
     assert recipe_epochs(100_000, 16, 300, (3, 30)) == 3 and recipe_epochs(5, 16, 2000, (10, 300)) == 300
     assert default_size('ssdlite320_mobilenet_v3_large') == 320 and default_size('ssd512_vgg16') == 512 and default_size('tf_efficientdet_d0') == 512
-    assert weights_kwargs('ssdlite320_mobilenet_v3_large', 'pretrained') == dict(pretrained=False, weights='coco')
-    assert weights_kwargs('ssdlite_mobilenetv2', 'pretrained') == dict(pretrained=True)  # no COCO weights: the ImageNet backbone
-    assert weights_kwargs('tf_efficientdet_d0', 'pretrained') == dict(pretrained=True)  # effdet's COCO weights
-    assert weights_kwargs('tf_efficientdet_d0', 'imagenet') == dict(pretrained=False, pretrained_backbone=True)
-    with pytest.raises(CLIError, match='no COCO weights for ssdlite_mobilenetv2'): weights_kwargs('ssdlite_mobilenetv2', 'coco')
-    with pytest.raises(CLIError, match='--weights nope.pth: no such file'): weights_kwargs('ssdlite_mobilenetv2', 'nope.pth')
+    assert start_weights('ssdlite320_mobilenet_v3_large', 'pretrained') == 'coco'  # torchvision's COCO detector
+    assert start_weights('ssdlite_mobilenetv2', 'pretrained') == 'imagenet'  # no COCO weights: the ImageNet backbone
+    assert start_weights('tf_efficientdet_d0', 'pretrained') == 'coco'  # effdet's COCO weights
+    assert start_weights('tf_efficientdet_d0', 'imagenet') == 'imagenet' and start_weights('tf_efficientdet_d0', 'none') is None
+    with pytest.raises(CLIError, match='no COCO weights for ssdlite_mobilenetv2'): start_weights('ssdlite_mobilenetv2', 'coco')
+    with pytest.raises(CLIError, match='--weights nope.pth: nope.pth: no such checkpoint file'): start_weights('ssdlite_mobilenetv2', 'nope.pth')
+    with pytest.raises(CLIError, match="--arch nope: unknown architecture 'nope'"): default_size('nope')
 
 def _raccoon_csv(data_dir, tmp_path, n):
     "The first `n` images of the raccoon set's training CSV."
@@ -102,7 +103,7 @@ def test_scratch_recipe_learns_on_real_photos(data_dir):
     torch.manual_seed(0)
     r = SCRATCH_RECIPE
     dls = DetDataLoaders.from_records(recs, valid_idx=valid_idx, size=320, bs=r['bs'], batch_tfms=aug_tfms(r['aug']), num_workers=0, check_images=False)
-    learn = make_learner(dls, r['arch'], **weights_kwargs(r['arch'], r['weights']), ema=r['ema'] == 'on', metrics=[COCOMetric('AP50')])
+    learn = make_learner(dls, r['arch'], start_weights(r['arch'], r['weights']), ema=r['ema'] == 'on', metrics=[COCOMetric('AP50')])
     assert len(dls.train) == 10
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(5, r['lr'])
     ap50 = learn.validate()[1]

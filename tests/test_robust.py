@@ -362,7 +362,7 @@ def test_predict_accepts_every_documented_input(tmp_path):
     from fastdet.learner import ssd_learner
     from fastdet.data.records import DetImage
     dls = DetDataLoaders.from_shapes(n=16, size=64, render_size=64, bs=4, seed=2, num_workers=0)
-    learn = ssd_learner(dls, pretrained=False, path=tmp_path)
+    learn = ssd_learner(dls, weights=None, path=tmp_path)
     f = dls.valid.items[0].file
     a = np.asarray(open_image(f))
     ref = learn.predict(f)
@@ -377,8 +377,8 @@ def test_batch_size_one_fails_at_creation_with_the_fix(tmp_path):
     "13.8: bs 1 with BatchNorm on 1x1 maps: an error at learner creation saying what to change; a size that avoids them trains."
     from fastdet.learner import ssd_learner
     dls = DetDataLoaders.from_shapes(n=8, size=64, render_size=64, bs=1, seed=2, num_workers=0)
-    with pytest.raises(ValueError, match='cannot train with batch size 1 at 64x64.*Use bs >= 2'): ssd_learner(dls, pretrained=False)
-    ok = ssd_learner(DetDataLoaders.from_shapes(n=8, size=64, render_size=64, bs=1, seed=2, num_workers=0), 'ssd300_vgg16', pretrained=False)
+    with pytest.raises(ValueError, match='cannot train with batch size 1 at 64x64.*Use bs >= 2'): ssd_learner(dls, weights=None)
+    ok = ssd_learner(DetDataLoaders.from_shapes(n=8, size=64, render_size=64, bs=1, seed=2, num_workers=0), 'ssd300_vgg16', weights=None)
     ok.fit(1, 1e-5)  # no BatchNorm: batch size 1 trains
 
 def test_huge_image_is_named_and_skipped(tmp_path, monkeypatch):

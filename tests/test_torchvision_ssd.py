@@ -68,7 +68,7 @@ def test_predict_equals_torchvision_on_real_images(name, checkpoints, coco_from_
     vocab = [c if c != 'N/A' else f'N/A {i}' for i, c in enumerate(cats)][1:]  # vocab index = torchvision's label
     dls = DetDataLoaders.from_coco(data_dir/'coco128/annotations/instances_train2017.json', vocab=vocab, size=size, bs=4,
                                    num_workers=0, check_images=False)
-    learn = ssd_learner(dls, name, pretrained=False, weights='coco')
+    learn = ssd_learner(dls, name, weights='coco')
     worst = dict(box=0., score=0.)
     tv = copy.deepcopy(tv).to(memory_format=torch.channels_last)  # predict's memory format on the CPU: the same kernels, bit for bit
     for rec in list(dls.valid.items)[:4]:

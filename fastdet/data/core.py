@@ -7,24 +7,30 @@ Docs: https://fastdet.github.io/fastdet/data.core.html.md"""
 # %% ../../nbs/04_data.core.ipynb #c001
 from __future__ import annotations
 import inspect, warnings
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
+from torch import Tensor
 from fastcore.basics import ifnone, listify
 from fastcore.meta import delegates
 from fastai.data.block import DataBlock
 from fastai.data.core import DataLoaders
-from fastai.data.transforms import RandomSplitter, IndexSplitter
+from fastai.data.transforms import RandomSplitter, IndexSplitter, Normalize
+from fastai.torch_core import to_cpu
 from fastai.vision.core import PILMask
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
-from .records import DetImage, DetRecords, check_records
+from ..boxes import detections_to_pixels
+from .records import DetImage, DetRecord, DetRecords, check_records
 from .readers import read_coco, read_voc, read_yolo, read_csv, read_df, _concat, _yolo_yaml
 from .shapes import SHAPE_CLASSES, make_shapes
 
 # %% auto #0
-__all__ = ['DetResize', 'det_pad', 'det_block', 'check_batches', 'DetDataLoaders', 'valid_records', 'input_resize']
+__all__ = ['DetResize', 'det_pad', 'det_block', 'check_batches', 'DetDataLoaders', 'valid_records', 'input_resize', 'InputSpec']
 
 # %% ../../nbs/04_data.core.ipynb #c015
 class DetResize(Resize):
@@ -227,3 +233,54 @@ def input_resize(dl)->Resize:
     for t in getattr(getattr(dl, 'after_item', None), 'fs', []):
         if isinstance(t, Resize): return t
     return None
+
+# %% ../../nbs/04_data.core.ipynb #c020s
+@dataclass(frozen=True)
+class InputSpec:
+    "How an image becomes the model's input: resized to `hw` by `method` (fastai's validation `Resize`), then normalised per channel."
+    hw:tuple # `(height, width)` of the model input, in pixels (the one order fastdet uses; fastai's `Resize.size` is `(w, h)`); `None`: no `Resize`
+    method:str='squish' # 'squish', 'pad' or 'crop' (fastai's `ResizeMethod`); `None`: no `Resize` (the model sees each image whole, as it comes)
+    pad_mode:str='zeros' # Padding of `method='pad'`: 'zeros', 'border' or 'reflection'
+    mean:tuple=None # Per-channel mean subtracted from pixels in [0, 1] (`None`: not normalised)
+    std:tuple=None # Per-channel divisor
+
+    def __post_init__(self):  # plain values, whatever they were given as (a model file stores lists)
+        if self.hw is not None: object.__setattr__(self, 'hw', tuple(int(s) for s in self.hw))
+        for k in ('mean', 'std'):
+            if getattr(self, k) is not None: object.__setattr__(self, k, tuple(float(v) for v in getattr(self, k)))
+
+    @classmethod
+    def from_dls(cls, dls):
+        "The spec of `dls`' validation loader: its `Resize` (none: `hw` and `method` are `None`) and its `Normalize`."
+        dl = getattr(dls.valid, 'dl', dls.valid)  # fastai's `DistributedDL` wraps the loader
+        rsz = input_resize(dl)
+        norm = [t for t in dl.after_batch.fs if isinstance(t, Normalize)]
+        stats = [to_cpu(s).flatten().tolist() for s in (norm[0].mean, norm[0].std)] if norm else (None, None)
+        if rsz is None: return cls(None, None, None, *stats)
+        return cls(rsz.size[::-1], str(rsz.method), str(rsz.pad_mode), *stats)
+
+    @cached_property
+    def resize(self)->DetResize:
+        "The validation `Resize` of this spec (`None` without one)."
+        return None if self.hw is None else DetResize(self.hw, method=self.method, pad_mode=self.pad_mode)
+
+    def to_pixels(self,
+        boxes:Tensor, # `[N, 4]` boxes, [-1,1] xyxy of the model input
+        hw:tuple, # `(h, w)` of the image as given
+    )->Tensor:
+        "`boxes` in the pixels of the image as given (`detections_to_pixels` with this spec's `Resize`)."
+        return detections_to_pixels(boxes, hw, self.resize)
+
+    def dls(self,
+        vocab:list, # `['#na#', *classes]`
+        categories:dict=None, # `{category id: name}` of the training data, if any
+    )->DataLoaders:
+        "`DataLoaders` with no items that turn images into this input (its `Resize` and `Normalize`): what a loaded model predicts with."
+        if self.hw is None: raise ValueError("an input spec without a Resize: the input size is unknown")
+        db = det_block(vocab=list(vocab[1:]), item_tfms=[self.resize], splitter=lambda items: (list(range(len(items))), []))
+        blank = DetRecord.__new__(DetRecord)  # fastai sets its types up on one item: a record of an image in memory (`__init__` makes files Paths)
+        blank.__dict__.update(file=Image.new('RGB', (2, 2)), boxes=np.zeros((0, 4)), labels=[])
+        dls = db.dataloaders([blank], bs=1, num_workers=0).new_empty()
+        if self.mean is not None: dls.add_tfms([Normalize.from_stats(self.mean, self.std)], 'after_batch')
+        dls.categories = categories or None
+        return dls

@@ -10,15 +10,14 @@ import torch
 from torch import Tensor
 from fastcore.basics import ifnone
 from fastai.vision.core import TensorBBox
-from torchvision.ops import batched_nms
 from effdet.anchors import Anchors, decode_box_outputs
 from effdet.loss import DetectionLoss
 from effdet.soft_nms import batched_soft_nms
-from ..boxes import bbox_to_pixels, pixels_to_bbox, pad_detections
+from ..boxes import bbox_to_pixels, pixels_to_bbox, pad_detections, class_nms, top_detections
 from ..anchors.efficientdet import EffDetLabeler
 
 # %% auto #0
-__all__ = ['effdet_targets', 'effdet_detect', 'EffDetLoss']
+__all__ = ['effdet_targets', 'flatten_levels', 'effdet_detect', 'EffDetLoss']
 
 # %% ../../nbs/15_losses.efficientdet.ipynb #c016
 def effdet_targets(
@@ -33,7 +32,7 @@ def effdet_targets(
     return px, torch.where(real, labels, torch.full_like(labels, -1))
 
 # %% ../../nbs/15_losses.efficientdet.ipynb #c017
-def _flatten_outputs(outs:list, n:int)->Tensor:
+def flatten_levels(outs:list, n:int)->Tensor:
     "effdet's per-level head outputs `[B, A_l*n, H, W]` as one `[B, A, n]` tensor, in anchor order."
     B = outs[0].shape[0]
     return torch.cat([o.permute(0, 2, 3, 1).reshape(B, -1, n) for o in outs], 1)
@@ -46,26 +45,32 @@ def effdet_detect(
     max_detection_points:int=5000, # Top-k (anchor, class) pairs kept before NMS (effdet's config)
     max_det:int=100, # Detections kept per image
     nms_thresh:float=0.5, # IoU of the class-wise NMS (effdet's)
-    soft_nms:bool=False, # effdet's Gaussian soft-NMS instead (its IoU 0.3, score threshold 0.001), image by image
+    soft_nms:bool=False, # effdet's Gaussian soft-NMS instead (its IoU 0.3, score threshold 0.001), image by image; not exportable
 )->tuple:
-    "effdet's post-processing for a whole batch: `(boxes [B,K,4] pixel xyxy, classes [B,K] 1..N, scores [B,K])`, zero-padded."
+    "effdet's post-processing for a whole batch: `(boxes [B,K,4] pixel xyxy, classes [B,K] 1..N, scores [B,K])`, zero-padded; without soft-NMS, the same code runs in an ONNX export."
     B = cls_out[0].shape[0]
-    cls_all = _flatten_outputs(cls_out, num_classes).reshape(B, -1)
-    box_all = _flatten_outputs(box_out, 4)
+    cls_all = flatten_levels(cls_out, num_classes).reshape(B, -1)
+    box_all = flatten_levels(box_out, 4)
     k = min(max_detection_points, cls_all.shape[1])
-    _, top = torch.topk(cls_all, k=k, dim=1)
-    idx, cls = top // num_classes, (top % num_classes).reshape(-1)
-    box_sel = torch.gather(box_all, 1, idx[..., None].expand(-1, -1, 4))
-    boxes = decode_box_outputs(box_sel.reshape(-1, 4).float(), anchors.to(box_sel.device)[idx.reshape(-1)], output_xyxy=True)
-    scores = torch.gather(cls_all, 1, top).reshape(-1).sigmoid().float()
-    img = torch.arange(B, device=boxes.device).repeat_interleave(k)
-    if soft_nms:  # soft-NMS is quadratic in its candidates: one call per image, as effdet does
-        keep, soft = zip(*[batched_soft_nms(boxes[i * k:(i + 1) * k], scores[i * k:(i + 1) * k], cls[i * k:(i + 1) * k],
-                                            method_gaussian=True, iou_threshold=.3, score_threshold=.001) for i in range(B)])
-        keep = torch.cat([kp + i * k for i, kp in enumerate(keep)])
-        scores = scores.index_put((keep,), torch.cat(soft))  # effdet's rescoring
-    else: keep = batched_nms(boxes, scores, img * num_classes + cls, nms_thresh)  # by score, descending
-    return pad_detections(img[keep], boxes[keep], cls[keep] + 1, scores[keep], B, max_det)
+    _, top = cls_all.topk(k, dim=1)  # the best (anchor, class) pairs, as effdet
+    idx, cls = top // num_classes, top % num_classes
+    box_sel = box_all.gather(1, idx[..., None].expand(-1, -1, 4))
+    boxes = decode_box_outputs(box_sel.reshape(-1, 4).float(), anchors.to(box_sel.device)[idx.reshape(-1)], output_xyxy=True).reshape(B, k, 4)
+    scores = cls_all.gather(1, top).sigmoid().float()
+    if soft_nms: return _soft_nms_detect(boxes, scores, cls, max_det)
+    cand = scores.new_zeros(B, num_classes, k).scatter(1, cls[:, None], scores[:, None])  # each candidate in its class's row
+    rank = torch.arange(k, device=top.device).repeat(B)
+    order = (torch.arange(B, device=top.device).repeat_interleave(k), cls.reshape(-1), rank)  # effdet's order: image, then rank
+    return top_detections(class_nms(boxes, cand, nms_thresh, candidates=order), boxes, cand, max_det)
+
+def _soft_nms_detect(boxes, scores, cls, max_det:int)->tuple:
+    "effdet's Gaussian soft-NMS, quadratic in its candidates: one call per image, as effdet does."
+    B, k = scores.shape
+    keep, soft = zip(*[batched_soft_nms(boxes[i], scores[i], cls[i], method_gaussian=True, iou_threshold=.3, score_threshold=.001)
+                       for i in range(B)])
+    img = torch.cat([torch.full_like(kp, i) for i, kp in enumerate(keep)])
+    idx = torch.cat(keep)
+    return pad_detections(img, boxes[img, idx], cls[img, idx] + 1, torch.cat(soft), B, max_det)
 
 # %% ../../nbs/15_losses.efficientdet.ipynb #c018
 class EffDetLoss:

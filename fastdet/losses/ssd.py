@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import batched_nms
 from fastai.vision.core import TensorBBox
-from ..boxes import pad_detections
+from ..boxes import class_nms, top_detections
 from ..anchors.ssd import SSDBoxCoder, match_anchors
 
 # %% auto #0
@@ -76,21 +75,14 @@ def decode_ssd(
     nms_thresh:float=.45, # NMS IoU threshold
     max_det:int=100, # Detections per image
 )->tuple:
-    "Padded detections `(boxes [B, K, 4] in [-1,1], labels [B, K], scores [B, K])`, `K = max_det`."
+    "Padded detections `(boxes [B, K, 4] in [-1,1], labels [B, K], scores [B, K])`, `K = max_det`; the same code runs in training, in prediction and in an ONNX export."
     coder = coder or SSDBoxCoder()
-    B, A, C1 = cls.shape
-    C = C1 - 1
-    if anchors.ndim == 2: anchors = anchors.expand(B, -1, -1)
+    if anchors.ndim == 2: anchors = anchors.expand(cls.shape[0], -1, -1)
     boxes = coder.decode(reg, anchors).clamp(-1, 1)  # [B, A, 4]
     scores = cls.softmax(-1)[..., 1:].transpose(1, 2)  # [B, C, A]
-    k = min(topk, A)
-    s, idx = scores.topk(k, dim=2)  # [B, C, k]
-    keep = s > score_thresh
-    b_i, c_i, j = keep.nonzero(as_tuple=True)
-    a_i = idx[b_i, c_i, j]
-    cand_s = s[b_i, c_i, j]
-    cand_b = boxes[b_i, a_i]
-    # NMS in [0,1] coordinates: batched_nms offsets groups by the largest coordinate, which wants boxes >= 0
-    kept = batched_nms((cand_b + 1) / 2, cand_s, b_i * C + c_i, nms_thresh)  # by decreasing score
-    out_b, out_l, out_s = pad_detections(b_i[kept], cand_b[kept], c_i[kept] + 1, cand_s[kept], B, max_det)
-    return TensorBBox(out_b), out_l, out_s
+    s, idx = scores.topk(min(topk, scores.shape[-1]), dim=2)  # the best candidates of each class
+    cand = torch.zeros_like(scores).scatter(2, idx, s)
+    b, c, r = (s > score_thresh).nonzero(as_tuple=True)  # class by class, best first: torchvision's order of candidates
+    # NMS in [0,1] coordinates: torchvision's batched_nms offsets classes by the largest coordinate, which wants boxes >= 0
+    b, l, s = top_detections(class_nms((boxes + 1) / 2, cand, nms_thresh, score_thresh, (b, c, idx[b, c, r])), boxes, cand, max_det)
+    return TensorBBox(b), l, s

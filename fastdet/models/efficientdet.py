@@ -8,12 +8,12 @@ Docs: https://fastdet.github.io/fastdet/models.efficientdet.html.md"""
 from __future__ import annotations
 import copy, difflib
 from pathlib import Path
-import torch
 from torch import nn
 from fastcore.foundation import L
 from fastai.torch_core import params
 from effdet import create_model_from_config, get_efficientdet_config
 from effdet.config.model_config import efficientdet_model_param_dict
+from ..files import read_state_dict
 
 # %% auto #0
 __all__ = ['efficientdet_archs', 'efficientdet_config', 'create_efficientdet', 'efficientdet_split']
@@ -77,12 +77,8 @@ def create_efficientdet(
 
 def _from_checkpoint(config, weights)->nn.Module:
     "The model of `config` with the tensors of the checkpoint file `weights`; a head of another class count is reset."
-    p = Path(weights)
-    if not p.is_file(): raise FileNotFoundError(f"{p}: no such checkpoint file")
-    try: state = torch.load(p, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{p}: not a checkpoint torch can load as plain tensors ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict): state = state.get('state_dict_ema') or state.get('state_dict') or state  # effdet's training checkpoints
-    heads = [k for k in state if k.startswith('class_net.predict.') and k.endswith('weight')] if isinstance(state, dict) else []
+    p, state = Path(weights), read_state_dict(weights)
+    heads = [k for k in state if k.startswith('class_net.predict.') and k.endswith('weight')]
     if not heads: raise ValueError(f"{p}: not an EfficientDet state dict (no class_net.predict weights)")
     n_anchors = len(config.aspect_ratios) * config.num_scales
     cfg = copy.deepcopy(config); cfg.num_classes = state[heads[-1]].shape[0] // n_anchors

@@ -8,7 +8,6 @@ Docs: https://fastdet.github.io/fastdet/models.ssd.html.md"""
 from __future__ import annotations
 import copy
 from functools import partial
-from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,6 +17,7 @@ from torchvision.models.detection.ssd import _xavier_init
 from torchvision.models.detection.ssdlite import _mobilenet_extractor, _normal_init, _prediction_block
 from fastcore.foundation import L
 from fastai.torch_core import params
+from ..files import read_state_dict
 from ..anchors.ssd import default_boxes, linear_scales, n_boxes_per_cell
 
 # %% auto #0
@@ -349,15 +349,7 @@ def ssd_checkpoint(
         if name not in _COCO_WEIGHTS: raise ValueError(f"no COCO weights for {name!r}: torchvision has them for {list(_COCO_WEIGHTS)}")
         w = getattr(torchvision.models.detection, _COCO_WEIGHTS[name]).COCO_V1
         return w.get_state_dict(progress=True, check_hash=True), w.url
-    p = Path(weights)
-    if not p.is_file(): raise FileNotFoundError(f"{p}: no such checkpoint file (weights= takes 'coco' or a file)")
-    try: sd = torch.load(p, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{p}: not a checkpoint torch can load as plain tensors ({type(e).__name__}: {e})") from e
-    if isinstance(sd, dict) and isinstance(sd.get('model'), dict): sd = sd['model']  # torchvision's reference scripts save {'model': ...}
-    if isinstance(sd, dict) and isinstance(sd.get('fastdet'), dict) and isinstance(sd.get('state_dict'), dict): sd = sd['state_dict']  # fastdet's model file
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise ValueError(f"{p}: not a state dict (a dict of tensors, as `torch.save(model.state_dict())` writes)")
-    return sd, str(p)
+    return read_state_dict(weights), str(weights)
 
 def _kind(key:str)->str: return 'weight' if key.endswith('scale_weight') else key.rsplit('.', 1)[-1]
 
