@@ -28,6 +28,13 @@ def _error(fname:Path, why:str, code:int=None)->WriteError:
     e.errno = code
     return e
 
+def _mode(fname:Path)->int:
+    "The permissions `fname` gets: those of the file it replaces, else what `open()` gives a new file (0o666 less the umask)."
+    try: return fname.stat().st_mode & 0o7777
+    except FileNotFoundError: pass
+    umask = os.umask(0); os.umask(umask)  # (the only way to read it)
+    return 0o666 & ~umask
+
 @contextlib.contextmanager
 def atomic_path(
     fname, # The file to write
@@ -41,6 +48,7 @@ def atomic_path(
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, _mode(fname))  # `mkstemp` makes the file private (0600): give it the mode a plain `open` would
         os.replace(tmp, fname)
     except OSError as e:
         if isinstance(e, WriteError): raise

@@ -115,6 +115,11 @@ def test_a_pickle_is_refused_without_the_flag(tmp_path, capsys):
         err = _err(capsys)
         assert 'a pickled learner' in err and '--unsafe-pickle' in err and not (tmp_path/'pwned').exists()
 
+def test_the_files_of_a_run_are_as_readable_as_any_the_user_writes(run):
+    umask = os.umask(0); os.umask(umask)
+    for f in ('model.pth', 'models/last.pth', 'args.json', 'stats.json', 'progress.json', 'predictions.png'):
+        assert (run/f).stat().st_mode & 0o777 == 0o666 & ~umask, f"{f}: {oct((run/f).stat().st_mode & 0o777)}"  # not mkstemp's private 0600
+
 def _forged(run, tmp_path, change)->Path:
     obj = torch.load(run/'model.pth', weights_only=True)
     change(obj)
