@@ -212,7 +212,7 @@ def make_learner(
     **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, `train_bn`, ...)
 )->DetLearner:
     "A `DetLearner` for `arch` and `dls`, fastai style: normalisation installed, frozen (new layers train first) when it starts from weights."
-    family = ifnone(family, family_of(arch))
+    if family is None: family = family_of(arch)
     if pretrained is not None: weights = _deprecated_pretrained('make_learner', pretrained, weights, family.pretrained(arch))
     family.check_weights(arch, weights)
     model = family.create_model(arch, len(dls.vocab) - 1, _input_hw(dls), weights, **(model_kwargs or {}))
@@ -234,7 +234,6 @@ def ssd_learner(
     **kwargs # Passed to `make_learner` (`model_kwargs`, `loss_kwargs`, `loss_func`, `ema`, ...) and `Learner`
 )->DetLearner:
     "An SSD `DetLearner` for `dls` (`make_learner` with SSD's defaults: an ImageNet backbone)."
-    if not SSD_FAMILY.owns(arch): raise ValueError(f"{arch!r} is neither in ssd_configs {SSD_FAMILY.archs()} nor a timm model")
     if pretrained is not None: weights = _deprecated_pretrained('ssd_learner', pretrained, None if weights == 'imagenet' else weights, 'imagenet')
     return make_learner(dls, arch, weights, family=SSD_FAMILY, **kwargs)
 
@@ -252,7 +251,6 @@ def efficientdet_learner(
     **kwargs # Passed to `make_learner` (`loss_func`, `ema`, ...) and `Learner`
 )->DetLearner:
     "A `DetLearner` for effdet's EfficientDet `arch` (`make_learner` with EfficientDet's defaults: effdet's COCO detector), classes and image size taken from `dls`."
-    if not EFFICIENTDET_FAMILY.owns(arch): EFFICIENTDET_FAMILY.create_model(arch, 1, None)  # effdet's own error, with the names it knows
     if pretrained is not None or pretrained_backbone is not None:
         old = 'coco' if pretrained else 'imagenet' if pretrained_backbone else None
         weights = _deprecated_pretrained('efficientdet_learner', True, None if weights == 'coco' else weights, old)
