@@ -16,8 +16,13 @@ COCO128 (COCO json; the last 26 images by file name are the validation set). The
 floor: one constant box on every image, the training boxes' median (on the raccoon photos, where one raccoon fills
 most of the frame, it scores AP50 0.59).
 
+Each model is trained with `--seeds` seeds (3 by default): the table gives each seed's AP, their mean and spread
+(max - min), and for each fastdet run the ratio of its mean AP to torchvision's with a 95% paired bootstrap interval
+(the validation images resampled 1000 times, the same draws for both models, every seed's detections scored on each
+draw): a claimed improvement is either outside the noise of seeds and images, or it is not.
+
     FASTDET_TEST_DATA=../shared/data python benchmarks/learning.py --steps 300
-    python benchmarks/learning.py --datasets raccoon --steps 200 --runs tv,fastdet,flips
+    python benchmarks/learning.py --datasets raccoon --steps 200 --runs tv,fastdet,flips --seeds 5
 
 A benchmark, not a test: it prints, it asserts nothing.
 """
@@ -36,6 +41,7 @@ from fastdet.data.core import DetDataLoaders
 from fastdet.learner import make_learner
 from fastdet.recipes import SCRATCH_RECIPE
 from fastdet.commands import aug_tfms
+from fastdet.evaluation import match_coco, coco_resampled, resample_weights, percentile_interval
 
 warnings.filterwarnings('ignore')
 SIZE, BS = 320, 16
@@ -74,6 +80,21 @@ def score(gt:COCO, dets:list)->tuple:
         ev = COCOeval(gt, gt.loadRes(dets), 'bbox'); ev.evaluate(); ev.accumulate(); ev.summarize()
     return float(ev.stats[0]), float(ev.stats[1])
 
+def matches(gt:COCO, dets:list):
+    "fastdet's per-image matches of `dets` against `gt` (image ids 0..n-1), for resampling the validation images."
+    A = gt.dataset['annotations']
+    return match_coco([a['image_id'] for a in A], [a['category_id'] for a in A], [a['bbox'] for a in A], [a['area'] for a in A], None,
+                      [d['image_id'] for d in dets], [d['category_id'] for d in dets], [d['bbox'] for d in dets], [d['score'] for d in dets],
+                      n=len(gt.dataset['images']), cat_ids=[c['id'] for c in gt.dataset['categories']])
+
+def ratio_interval(num:list, den:list, n_boot:int=1000, seed:int=0)->tuple:
+    "Mean AP over the seeds of `num` over that of `den` (lists of matches on the same images), with its 95% paired bootstrap interval."
+    w = resample_weights(num[0].n, n_boot, seed)
+    mean = lambda ms, w: np.mean([coco_resampled(m, w)[0]['AP'] for m in ms], 0)
+    one = np.ones((1, num[0].n))
+    r = mean(num, w) / np.maximum(mean(den, w), 1e-12)
+    return float(mean(num, one)[0] / max(mean(den, one)[0], 1e-12)), *percentile_interval(r)
+
 def results(image_ids, boxes, labels, scores)->list:
     "COCO results of per-image xyxy pixel boxes."
     out = []
@@ -107,8 +128,8 @@ class TVData(torch.utils.data.Dataset):
                    labels=torch.tensor([self.classes.index(l) + 1 for l in r.labels], dtype=torch.int64))
         return self.tfm(img, tgt)
 
-def train_torchvision(recs, train_idx, valid_idx, classes, steps, workers):
-    torch.manual_seed(0)
+def train_torchvision(recs, train_idx, valid_idx, classes, steps, workers, seed=0):
+    torch.manual_seed(seed)
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=len(classes) + 1)
     dl = torch.utils.data.DataLoader(TVData(recs, train_idx, classes), batch_size=BS, shuffle=True, drop_last=True, num_workers=workers,
                                      collate_fn=lambda b: tuple(zip(*b)))
@@ -136,8 +157,9 @@ def train_torchvision(recs, train_idx, valid_idx, classes, steps, workers):
 
 # ---------- fastdet's recipe
 
-def train_fastdet(recs, valid_idx, classes, steps, arch, aug, workers):
-    torch.manual_seed(0)
+def train_fastdet(recs, valid_idx, classes, steps, arch, aug, workers, seed=0):
+    from fastai.torch_core import set_seed
+    set_seed(seed)
     r = SCRATCH_RECIPE
     dls = DetDataLoaders.from_records(DetRecords(recs, getattr(recs, 'categories', None)), vocab=classes, valid_idx=valid_idx, size=SIZE, bs=BS,
                                       batch_tfms=aug_tfms(aug), num_workers=workers, check_images=False)
@@ -161,11 +183,12 @@ def main():
     p.add_argument('--runs', default='tv,fastdet,mbv2,flips', help=f"which of {list(RUNS)}")
     p.add_argument('--workers', type=int, default=0)
     p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--seeds', type=int, default=3, help='training seeds per model (0, 1, ...)')
     a = p.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     data = Path(os.environ.get('FASTDET_TEST_DATA', Path(__file__).parent.parent.parent/'shared'/'data'))
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads; size {SIZE}, batch {BS}, "
-          f"{a.steps} optimizer steps per model, from scratch")
+          f"{a.steps} optimizer steps per model, from scratch, {a.seeds} seeds each")
     for name in a.datasets.split(','):
         recs, valid_idx = {'raccoon': raccoon, 'coco128': coco128}[name](data/name)
         train_idx = [i for i in range(len(recs)) if i not in set(valid_idx)]
@@ -176,18 +199,24 @@ def main():
         print(f"\n{name}: {len(train_idx)} training / {len(valid_idx)} validation images, {len(classes)} classes")
         floor = score(gt, constant_box(recs, train_idx, valid_idx, classes))
         print(f"  {'one constant box (the training boxes median), no training':<58} AP {floor[0]:.4f}  AP50 {floor[1]:.4f}")
-        got = {}
+        got, found = {}, {}
         for run in a.runs.split(','):
-            t0 = time.time()
-            if run == 'tv': dets, done = train_torchvision(recs, train_idx, valid_idx, classes, steps, a.workers), steps
-            else:
-                arch = 'ssdlite_mobilenetv2' if run == 'mbv2' else 'ssdlite320_mobilenet_v3_large'
-                dets, done = train_fastdet(recs, valid_idx, classes, steps, arch, 'flip' if run == 'flips' else SCRATCH_RECIPE['aug'], a.workers)
-            got[run] = score(gt, dets)
-            print(f"  {RUNS[run]:<58} AP {got[run][0]:.4f}  AP50 {got[run][1]:.4f}  {done} steps  {time.time() - t0:6.0f} s", flush=True)
+            t0, aps = time.time(), []
+            for seed in range(a.seeds):
+                if run == 'tv': dets, done = train_torchvision(recs, train_idx, valid_idx, classes, steps, a.workers, seed), steps
+                else:
+                    arch = 'ssdlite_mobilenetv2' if run == 'mbv2' else 'ssdlite320_mobilenet_v3_large'
+                    dets, done = train_fastdet(recs, valid_idx, classes, steps, arch, 'flip' if run == 'flips' else SCRATCH_RECIPE['aug'], a.workers, seed)
+                aps.append(score(gt, dets)); found.setdefault(run, []).append(matches(gt, dets))
+            got[run] = ap = np.array(aps)
+            print(f"  {RUNS[run]:<58} AP {ap[:, 0].mean():.4f} (spread {np.ptp(ap[:, 0]):.4f}; seeds {', '.join(f'{v:.3f}' for v in ap[:, 0])})"
+                  f"  AP50 {ap[:, 1].mean():.4f}  {done} steps  {(time.time() - t0) / a.seeds:6.0f} s a seed", flush=True)
         if 'tv' in got:
             for run in got:
-                if run != 'tv' and got['tv'][0] > 0: print(f"  {run} / torchvision: AP x{got[run][0] / got['tv'][0]:.2f}, AP50 x{got[run][1] / max(got['tv'][1], 1e-9):.2f}")
-                elif run != 'tv': print(f"  {run} / torchvision: torchvision's AP is 0")
+                if run == 'tv': continue
+                if got['tv'][:, 0].mean() <= 0: print(f"  {run} / torchvision: torchvision's AP is 0"); continue
+                r, lo, hi = ratio_interval(found[run], found['tv'])
+                verdict = 'better' if lo > 1 else 'worse' if hi < 1 else 'inside the noise'
+                print(f"  {run} / torchvision: mean AP x{r:.2f} [{lo:.2f}, {hi:.2f}] (95%, images resampled, {a.seeds} seeds each): {verdict}")
 
 if __name__ == '__main__': main()

@@ -18,7 +18,10 @@ from .prediction import *
 from .export import *
 from .learner import *
 from .modelfile import *
+from .evaluation import *
 from .metrics import *
+from .thresholds import *
+from .selection import *
 from .interpret import *
 from .distrib import *
 from .deploy import *

@@ -14,8 +14,8 @@ import fastdet
 from .options import TrainOptions
 
 # %% auto #0
-__all__ = ['COMMANDS', 'options_signature', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_export', 'usage',
-           'parser', 'one_line', 'main']
+__all__ = ['COMMANDS', 'options_signature', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_compare',
+           'fastdet_export', 'usage', 'parser', 'one_line', 'main']
 
 # %% ../nbs/40_cli.ipynb #c006
 def options_signature(
@@ -36,7 +36,7 @@ fastdet_train.__signature__ = options_signature(TrainOptions, pos=['data'])  # e
 def fastdet_predict(
     model:str, # Model file of fastdet train (model.pth; or the model.onnx of fastdet export)
     *images:str, # Image files or folders
-    score_thresh:float=0.3, # Detections kept from this score on
+    score_thresh:float=None, # Detections kept from this score on (default: the model's own, F1-optimal on its validation set; else 0.3)
     save_images:store_true=False, # Also write each image with its detections drawn (images/)
     bs:int=16, # Batch size
     device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available; an .onnx model runs on onnxruntime's CPU provider)
@@ -67,6 +67,26 @@ def fastdet_eval(
     from .commands import evaluate_model
     evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
 
+# %% ../nbs/40_cli.ipynb #c006c
+def fastdet_compare(
+    model_a:str, # Model file of the baseline (model.pth)
+    model_b:str, # Model file of the candidate
+    data:str, # Labelled data to score both on: COCO json, VOC folder, YOLO yaml/folder or CSV
+    format:str=None, # Data format, recognised when not given
+    images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
+    n_boot:int=1000, # Paired bootstrap resamples of the images
+    seed:int=0, # Seed of the resamples (the same seed gives the same intervals)
+    bs:int=16, # Batch size
+    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+    workers:int=None, # Data loading processes (default: fastai's, one per core)
+    out:str=None, # Output folder (default: runs/compare, runs/compare2, ...); a folder holding files is refused without --exist-ok
+    exist_ok:store_true=False, # Write into --out even if it holds files
+    unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
+):
+    "Compare two models on the same images: each statistic's difference with its paired 95% interval"
+    from .commands import compare_models
+    compare_models(model_a, model_b, data, format, images, bs, n_boot, seed, out, device=device, workers=workers, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
+
 # %% ../nbs/40_cli.ipynb #c006b
 def fastdet_export(
     model:str, # Model file of fastdet train (model.pth)
@@ -81,7 +101,7 @@ def fastdet_export(
 
 # %% ../nbs/40_cli.ipynb #c008
 COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']),
-                export=(fastdet_export, ['model']))
+                compare=(fastdet_compare, ['model_a', 'model_b', 'data']), export=(fastdet_export, ['model']))
 
 def usage()->str:
     "What `fastdet` and `fastdet --help` print: the commands, one line each."

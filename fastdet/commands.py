@@ -10,11 +10,12 @@ import contextlib, inspect, io, itertools, json, math, os, signal, sys, threadin
 from types import SimpleNamespace
 from dataclasses import asdict, replace
 from pathlib import Path
+import numpy as np
 import torch
 from fastai.learner import load_learner
 from fastai.vision.augment import Flip
 from fastai.data.transforms import RandomSplitter
-from fastai.callback.core import Callback, CancelTrainException
+from fastai.callback.core import Callback, CancelTrainException, CancelFitException
 from fastai.callback.progress import CSVLogger
 import fastai.callback.schedule, fastai.callback.progress  # fit_one_cycle, fine_tune, lr_find; progress bars
 import fastdet
@@ -28,8 +29,11 @@ from .modelfile import save_detector, load_detector, load_training_state, MAX_SI
 from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
                              pretrained_learner)
 from .files import atomic_path, write_json
-from .metrics import COCOMetric, coco_table, evaluate, _voc_from_accum
+from .metrics import COCOMetric, coco_table, evaluate, with_intervals, voc_interval, detection_results, compare, _voc_from_accum
+from .evaluation import COCOEvaluation, coco_intervals
+from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
+from .thresholds import threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import predict_files, load_onnx, image_files
 import torch.distributed as dist
@@ -37,11 +41,11 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
            'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap',
-           'train', 'load_model', 'predict', 'export', 'evaluate_model']
+           'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
-    kind:str, # 'train', 'predict' or 'eval'
+    kind:str, # 'train', 'predict', 'eval' or 'compare'
     out=None, # The folder asked for (`--out`)
     root='runs', # Where numbered run folders go
     exist_ok:bool=False, # Write into `out` even if it already holds files (`--exist-ok`)
@@ -189,16 +193,21 @@ def validate_every_epoch(
     return n_valid <= n_train / 2
 
 class SaveProgress(Callback):
-    "After every epoch: the model with its optimizer's state (`models/last.pth`, a model file `predict` loads) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far (`best.pth`). Every file written whole or not at all."
+    "After every epoch: the model with its optimizer's state (`models/last.pth`, a model file `predict` loads) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far by `rule` (`best.pth`: a new best only when the paired bootstrap says it beats the current best, see `NoiseAwareBest`), and `--patience`'s early stop. Every file written whole or not at all."
     order = 90  # after fastai's recorder
-    def __init__(self, out, phase:str, best:bool=False): self.out, self.phase, self.best, self.best_ap = Path(out), phase, best, -1.
+    def __init__(self, out, phase:str, rule:NoiseAwareBest=None, patience:int=None): self.out, self.phase, self.rule, self.patience = Path(out), phase, rule, patience
     def after_epoch(self):
-        if not is_rank0(): return
-        (self.out/'models').mkdir(exist_ok=True)
-        save_detector(self.learn, self.out/'models'/'last.pth', with_opt=True)
-        write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch))
-        ap = self.learn.metrics[0].value if self.best and self.learn.metrics else None
-        if ap is not None and ap > self.best_ap: self.best_ap = ap; save_detector(self.learn, self.out/'best.pth')
+        validated = self.rule is not None and bool(self.learn.metrics) and self.learn.metrics[0].value is not None
+        new = validated and self.rule.update(self.epoch, epoch_matches(self.learn))  # every process: the same decision (the metric holds all their images)
+        if is_rank0():
+            (self.out/'models').mkdir(exist_ok=True)
+            save_detector(self.learn, self.out/'models'/'last.pth', with_opt=True)
+            write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch))
+            if new: save_detector(self.learn, self.out/'best.pth')
+        if validated and self.patience and self.rule.epochs_since_best >= self.patience:
+            print(f"early stop: no new best beyond the noise in {self.rule.epochs_since_best} epochs (--patience {self.patience}); "
+                  f"the best, epoch {self.rule.best_epoch + 1} (AP {self.rule.value:.3f}), is best.pth")
+            raise CancelFitException()
 
 class StepCap(Callback):
     "Train at most `steps` batches an epoch (`--max-steps`), the schedule fitted to them: one-cycle ends where the epoch is cut."
@@ -267,8 +276,9 @@ def check_range(
         raise CLIError(f"--{name.lstrip('-')} {value}: expected {'a whole number' if whole else 'a number'} {' '.join(bounds)}".rstrip())
 
 
-def check_train_options(epochs=None, bs=None, lr=None, size=None, n=None, workers=None, procs=1, max_steps=None, seed=0):
+def check_train_options(epochs=None, bs=None, lr=None, size=None, n=None, workers=None, procs=1, max_steps=None, seed=0, patience=None):
     "Every numeric option of `fastdet train`, range-checked before any work."
+    check_range('--patience', patience, 1, 100_000, whole=True)
     check_range('--epochs', epochs, 1, 100_000, whole=True); check_range('--bs', bs, 1, 4096, whole=True)
     check_range('--lr', lr, 0, 10, lo_open=True); check_range('--size', size, 32, MAX_SIZE, whole=True)
     check_range('--n', n, 10, 1_000_000, whole=True); check_range('--workers', workers, 0, 256, whole=True)
@@ -283,15 +293,22 @@ def recipe_summary(a, n_train:int=None, n_procs:int=1)->str:
     return (f"recipe: {start} (--weights {a.weights}), {a.epochs} epochs{steps}, lr {a.lr:g}"
             f"{' (lr_find decides)' if a.lr_find else ''}, augmentation {a.aug}, EMA {a.ema}")
 
-def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, best=False):
-    "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs."
-    if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', best)])
+def _with_interval(stats:dict, k:str)->str:
+    "`0.271 [0.238, 0.305]`: a statistic and its interval when `stats` has one; `-` where COCO leaves it undefined."
+    v = stats[k]
+    if v <= -1: return '-'
+    lo, hi = stats.get(f'{k}_lo', -1), stats.get(f'{k}_hi', -1)
+    return f"{v:.3f}" + ('' if lo <= -1 else f" [{lo:.3f}, {hi:.3f}]")
+
+def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, rule=None, patience=None):
+    "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs; `rule` picks `best.pth` over both phases."
+    if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', rule, patience)])
     if phase == 'frozen':  # fastai's fine_tune: freeze_epochs=1, lr_mult=100, pct_start .99 then .3, div 5
         learn.freeze()
-        if done < 1: learn.fit_one_cycle(1, slice(lr), pct_start=.99, start_epoch=done, cbs=cbs + [SaveProgress(out, 'frozen')])
+        if done < 1: learn.fit_one_cycle(1, slice(lr), pct_start=.99, start_epoch=done, cbs=cbs + [SaveProgress(out, 'frozen', rule)])
         done = 0
     learn.unfreeze()
-    learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', best)])
+    learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', rule, patience)])
 
 def step_cap(
     epochs:int, # Epochs of the recipe (or `--epochs`)
@@ -342,7 +359,7 @@ def train(
     "Train a detector as `fastdet train` does (the same options); print the 12 COCO stats; write the model, `stats.json`, `results.csv` (per epoch) and `save_results`' plots into the run folder. Returns `(learn, stats)`."
     o = replace(TrainOptions() if opts is None else opts, **kwargs)  # an unknown keyword: a TypeError naming it
     import matplotlib; matplotlib.use('Agg')
-    check_train_options(o.epochs, o.bs, o.lr, o.size, o.n, o.workers, o.procs, o.max_steps, o.seed)
+    check_train_options(o.epochs, o.bs, o.lr, o.size, o.n, o.workers, o.procs, o.max_steps, o.seed, o.patience)
     if o.procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
         _no_device(o.procs, o.device)
         out = _resumed(o)[0].out if o.resume else run_dir('train', o.out, exist_ok=o.exist_ok)
@@ -376,11 +393,12 @@ def train(
                           + ('' if (epochs, per_epoch) != (a.epochs, len(dls.train)) else ' (the recipe fits: nothing cut)'))
     has_valid = len(dls.valid_ds) > 0
     every = has_valid and validate_every_epoch(len(dls.train_ds), len(dls.valid_ds), a.validate)
+    if o.patience and not every: raise CLIError(f"--patience {o.patience} needs a validation after every epoch: " + ("there are no validation images" if not has_valid else "add --validate every"))
     if not has_valid: print("validation: none (no validation images): no metric; the model is written after the last epoch")
     else: print(f"validation: {'after every epoch' if every else 'after the last epoch'}" +
                 ('' if a.validate else f" ({len(dls.valid_ds)} validation images {'<=' if every else '>'} half of {len(dls.train_ds)} training images; --validate every|last decides)"))
     # resumed: built the same way (which layers are new), then its state loaded
-    metrics = [COCOMetric('AP'), COCOMetric('AP50')] if has_valid else []
+    metrics = [COCOMetric('AP'), COCOMetric('AP', bound='lo'), COCOMetric('AP', bound='hi'), COCOMetric('AP50')] if has_valid else []  # AP's 95% bootstrap interval in results.csv
     learn = pretrained_learner(dls, a.arch, a.weights, metrics=metrics, path=out, ema=_ema(a.ema))
     phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
     if o.resume:
@@ -398,21 +416,24 @@ def train(
     if per_epoch < len(dls.train): cbs.append(StepCap(per_epoch))
     try:
         with ctrl_c, learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
-            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, best=every)
+            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, rule=NoiseAwareBest() if every else None, patience=o.patience)
     except KeyboardInterrupt:
         if getattr(learn, 'ema', None) is not None: learn.ema.keep_average()
         if is_rank0(): save_detector(learn, out/'model.pth')
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
               f"with: fastdet train --resume --out {out}", file=sys.stderr)
         raise
+    if has_valid:  # the last validation's F1-optimal score threshold, stored in the model file: `predict`'s default
+        r = learn.metrics[0]._result()
+        learn.score_thresh = threshold_of(r and r['eval'], f"F1-optimal on the {len(dls.valid_ds)} validation images of {out}")
     if is_rank0():  # the model first: nothing that can fail afterwards (metrics, plots) loses it
         save_detector(learn, out/'model.pth')
         write_json(out/'progress.json', dict(phase='unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs, finished=True))
     written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else []) + ['results.csv']
     stats = {}
     if has_valid:  # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
-        stats = {k: float(v) for k, v in learn.metrics[0].stats.items()}
-        print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images):\n{coco_table(stats)}")
+        stats = with_intervals({k: float(v) for k, v in learn.metrics[0].stats.items()}, learn.metrics[0].intervals())
+        print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images; 95% intervals from {learn.metrics[0].n_boot} bootstrap resamples of the images):\n{coco_table(stats)}")
     if not is_rank0(): return learn, stats  # the other processes of a --procs run: rank 0 writes
     if o.pickle:
         learn.fastdet_version = fastdet.__version__
@@ -422,8 +443,10 @@ def train(
         write_json(out/'stats.json', stats, indent=1); written.append('stats.json')
         if o.show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
             with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out)]
-        fmt3 = lambda v: f"{v:.3f}" if v > -1 else '-'
-        print(f"mAP@[.5:.95] = {fmt3(stats['AP'])}   (AP50 {fmt3(stats['AP50'])})   in {time.time() - t0:.0f} s")
+        print(f"mAP@[.5:.95] = {_with_interval(stats, 'AP')}   (AP50 {_with_interval(stats, 'AP50')})   in {time.time() - t0:.0f} s")
+        t = learn.score_thresh
+        print(f"{t}: mean F1 {t.f1:.3f}; in model.pth, the default of fastdet predict" if t is not None else
+              "score threshold: none chosen (no detection of the validation set is right); fastdet predict keeps its default, 0.3")
     else: print(f"trained in {time.time() - t0:.0f} s (no validation images: no metric)")
     print(f"results in {out}: {', '.join(written)}")
     return learn, stats
@@ -465,7 +488,7 @@ def predict(
     model, # Model file (see `load_model`): `model.pth`, an exported `.onnx`, or a pickled `.pkl` (with `unsafe_pickle`)
     images, # Image files and folders
     out=None, # Output folder (default: the next `runs/predict*`)
-    score_thresh:float=0.3, # Detections kept from this score on
+    score_thresh:float=None, # Detections kept from this score on (default: the model's own, F1-optimal on its validation set; else 0.3)
     device=None, # See `pick_device` (an `.onnx` model runs on onnxruntime's CPU provider)
     bs:int=16, # Batch size
     workers:int=None, # Processes reading and resizing the images (default: fastai's)
@@ -504,8 +527,24 @@ def export(
     with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset)
     h, w = learn.input_spec.hw
     print(f"wrote {fn}: input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
-          f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`")
+          f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`" +
+          (f" ({learn.score_thresh}, in the metadata 'fastdet')" if getattr(learn, 'score_thresh', None) is not None else ''))
     return fn
+
+def _load_for_eval(model, device, unsafe_pickle:bool, cmd:str):
+    "The learner of a model file of `fastdet train` (not its ONNX export)."
+    if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: fastdet {cmd} needs the model file of fastdet train (model.pth), not its ONNX export")
+    return load_model(model, device, unsafe_pickle)
+
+def _labelled_dl(learn, data, fmt, images, bs:int, workers):
+    "`(records, loader)` of a labelled dataset for `learn`, its classes checked against the model's."
+    recs, fmt = _read(data, fmt, images)
+    vocab = list(learn.dls.vocab)
+    unknown = sorted({l for r in recs for l in r.labels} - set(vocab[1:]))
+    if unknown: raise CLIError(f"{data}: classes {unknown[:10]} are not among the model's {vocab[1:]}")
+    recs, report = check_records(recs, vocab[1:], verbose=False)
+    print(f"data: {data} ({fmt}); data check: {report.summary()}")
+    return recs, learn.dls.test_dl(recs, with_labels=True, bs=bs, **({} if workers is None else dict(num_workers=workers)))
 
 def evaluate_model(
     model, # Model file (see `load_model`)
@@ -528,28 +567,67 @@ def evaluate_model(
         kw = {k: v for k, v in locals().items() if k in inspect.signature(evaluate_model).parameters and k != 'procs'}
         kw['out'], kw['exist_ok'] = str(run_dir('eval', out, exist_ok=exist_ok)), True
         return _launch(_eval_in_process, procs, kw, device)
-    if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: fastdet eval needs the model file of fastdet train (model.pth), not its ONNX export")
-    learn = load_model(model, device, unsafe_pickle)
-    recs, fmt = _read(data, fmt, images)
-    vocab = list(learn.dls.vocab)
-    unknown = sorted({l for r in recs for l in r.labels} - set(vocab[1:]))
-    if unknown: raise CLIError(f"{data}: classes {unknown[:10]} are not among the model's {vocab[1:]}")
-    recs, report = check_records(recs, vocab[1:], verbose=False)
-    print(f"data: {data} ({fmt}); data check: {report.summary()}")
-    dl = learn.dls.test_dl(recs, with_labels=True, bs=bs, **({} if workers is None else dict(num_workers=workers)))
+    learn = _load_for_eval(model, device, unsafe_pickle, 'eval')
+    recs, dl = _labelled_dl(learn, data, fmt, images, bs, workers)
     if dist.is_initialized():  # N processes: the numbers from all of them (exact), the plots from rank 0 alone
-        stats = evaluate(learn, dl, voc=voc)
+        stats = evaluate(learn, dl, voc=voc, ci=True)
         if not is_rank0(): return stats
         with learn.no_bar(), alone(): interp = DetInterpretation.from_learner(learn, dl=dl)
     else:
         with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)  # one pass: the COCO stats and what the plots need
         stats = {k: float(v) for k, v in interp.stats.items()}
-        if voc: stats.update(VOC07_mAP=_voc_from_accum(interp.data, .5, True)[0], VOC_mAP=_voc_from_accum(interp.data, .5, False)[0])  # same pass
+        iv = coco_intervals(interp.eval.matches)[0] if isinstance(interp.eval, COCOEvaluation) else {}
+        if voc:  # the same pass
+            for name, ep in (('VOC07_mAP', True), ('VOC_mAP', False)):
+                stats[name] = _voc_from_accum(interp.data, .5, ep)[0]
+                iv[name] = voc_interval(interp.data, eleven_point=ep)
+        stats = with_intervals(stats, iv)
     print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
-    if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {stats['VOC07_mAP']:.3f}, all-point {stats['VOC_mAP']:.3f}")
+    if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {_with_interval(stats, 'VOC07_mAP')}, all-point {_with_interval(stats, 'VOC_mAP')}")
     out = run_dir('eval', out, exist_ok=exist_ok)
     write_json(out/'stats.json', stats, indent=1)
     import matplotlib; matplotlib.use('Agg')
     with learn.no_bar(), alone(): written = ['stats.json'] + [p.name for p in save_results(learn, out, interp=interp)]
     print(f"results in {out}: {', '.join(written)}")
     return stats
+
+# %% ../nbs/38_commands.ipynb #c019
+def compare_models(
+    model_a, # Model file of the baseline (see `load_model`)
+    model_b, # Model file of the candidate
+    data, # A labelled dataset in any supported format: both models are scored on its images
+    fmt:str=None, # Its format, recognised from `data` when `None`
+    images=None, # Image folder of `data`, when its reader can't find the images
+    bs:int=16, # Batch size
+    n_boot:int=1000, # Paired bootstrap resamples of the images
+    seed:int=0, # Seed of the resamples
+    out=None, # Output folder (default: the next `runs/compare*`)
+    device=None, # See `pick_device`
+    workers:int=None, # Data loading processes
+    unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
+    exist_ok:bool=False, # Write into an `out` that already holds files
+)->tuple:
+    "B against A on the same images: each statistic's difference with its paired 95% bootstrap interval and the share of resamples in which B is better; `compare.csv` and `compare_per_class.csv` in the run folder."
+    check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True); check_range('--n-boot', n_boot, 10, 1_000_000, whole=True)
+    res = []
+    for model in (model_a, model_b):
+        learn = _load_for_eval(model, device, unsafe_pickle, 'compare')
+        if res and list(learn.dls.vocab) != vocab: raise CLIError(f"{model}: its classes {list(learn.dls.vocab)[1:]} differ from {model_a}'s {vocab[1:]}")
+        vocab = list(learn.dls.vocab)
+        _, dl = _labelled_dl(learn, data, fmt, images, bs, workers)
+        with learn.no_bar(): res.append(detection_results(learn, dl))
+    stats, per = compare(*res, n_boot=n_boot, seed=seed)
+    pct = lambda v: f"{v:6.1%}" if v == v else '     -'
+    print(f"\nB = {model_b} against A = {model_a} on {data} ({res[0].n} images; paired 95% intervals from {n_boot} bootstrap resamples of the images):")
+    print(f"{'stat':<6} {'A':>6} {'B':>6} {'B - A':>7}  {'95% interval':<17} {'B better in':>11}")
+    for r in stats.itertuples():
+        if r.A <= -1 or r.B <= -1: print(f"{r.stat:<6}      -      -       -"); continue
+        print(f"{r.stat:<6} {r.A:6.3f} {r.B:6.3f} {r.delta:+7.3f}  [{r.lo:+.3f}, {r.hi:+.3f}]  {pct(r.p_B_better):>11}")
+    ap = stats.set_index('stat').loc['AP']
+    verdict = ('B is better' if ap.lo > 0 else 'A is better' if ap.hi < 0 else 'no difference the data can show')
+    print(f"AP: {verdict} (the interval of B - A {'excludes' if ap.lo > 0 or ap.hi < 0 else 'includes'} 0)")
+    out = run_dir('compare', out, exist_ok=exist_ok)
+    for name, df in (('compare.csv', stats), ('compare_per_class.csv', per)):
+        with atomic_path(out/name) as tmp: df.to_csv(tmp, index=False)
+    print(f"results in {out}: compare.csv, compare_per_class.csv")
+    return stats, per

@@ -19,6 +19,7 @@ from .data.core import InputSpec
 from .prediction import images_dl, draw_boxes
 from .export import need
 from .learner import DetLearner
+from .thresholds import ScoreThreshold, threshold_to_use, model_threshold, keep_from
 from .files import atomic_path
 
 # %% auto #0
@@ -65,12 +66,14 @@ def predict_files(
     out='fastdet_predictions', # Output folder: `detections.json` (and `images/` with `save_images`)
     bs:int=16, # Batch size
     num_workers:int=None, # Worker processes reading and resizing images (default: fastai's)
-    score_thresh:float=.3, # Detections kept from this score on
+    score_thresh:float=None, # Detections kept from this score on (default: the model's own `score_thresh`, else 0.3)
     save_images:bool=False, # Also draw each image's detections into `out/images`
 )->tuple:
-    "Detections of `model` on the images of `paths`, streamed to `out/detections.json` (COCO results): `(results, skipped files)`."
+    "Detections of `model` on the images of `paths`, streamed to `out/detections.json` (COCO results): `(results, skipped files)`; the score threshold and where it came from said once."
     files = image_files(paths)
     if not files: raise ValueError(f"no images found in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
+    score_thresh, why = threshold_to_use(score_thresh, getattr(model, 'score_thresh', None), .3)
+    print(f"score threshold {score_thresh:.3g} ({why})", file=sys.stderr)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     vocab, cats = _vocab_categories(model)
     name2id = {v: i for i, v in enumerate(vocab)} | {v: k for k, v in cats.items()}
@@ -92,7 +95,7 @@ def predict_files(
                 (out/'images'/name).parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(out/'images'/name) as tmp: ax.figure.savefig(tmp, format='png')
                 plt.close(ax.figure)
-        model.predict_batch([fn for fn, _ in files], bs=bs, num_workers=num_workers, skip=True, on_image=_write)
+        model.predict_batch([fn for fn, _ in files], bs=bs, num_workers=num_workers, skip=True, on_image=_write, score_thresh=score_thresh)
         for j in range(done[0], len(files)):
             print(f"warning: skipped {_skipped(files[j][0])}", file=sys.stderr); skipped.append(files[j][0])
         f.write('\n]\n')
@@ -121,6 +124,7 @@ class ONNXDetector:
         self.desc = json.loads(meta['fastdet'])
         self.vocab, self.categories = self.desc['vocab'], {k: v for k, v in self.desc['categories']} or None
         self.spec = _onnx_spec(self.desc)
+        self.score_thresh = ScoreThreshold.from_dict(self.desc['score_thresh'], self.fname) if 'score_thresh' in self.desc else None  # chosen when the model trained
         self.dls = InputSpec(self.spec.hw, self.spec.method, self.spec.pad_mode).dls(self.vocab)  # the learner's Resize; normalisation is in the graph
 
     def __call__(self, x)->list:
@@ -133,15 +137,16 @@ class ONNXDetector:
         num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
         skip:bool=False, # An unreadable file gives `None` instead of raising `ImageError`
         on_image=None, # Called as `on_image(i, detections)` as each image's detections are ready
+        score_thresh:float=None, # Detections kept from this score on (default: the model's `score_thresh`, else all it decodes)
     )->list:
         "Per image `(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`, as `DetLearner.predict_batch`."
-        dl, out = images_dl(self.dls, items, bs, num_workers, skip), [None] * len(items)
+        dl, out, thresh = images_dl(self.dls, items, bs, num_workers, skip), [None] * len(items), model_threshold(self, score_thresh)
         for x, pos, hw in progress_bar(dl, leave=False):
             boxes, scores, labels = self(to_cpu(x).numpy())
             for i, size, b, s, l in zip(pos.tolist(), hw.tolist(), boxes, scores, labels):
                 k = l > 0
                 px = self.spec.to_pixels(pixels_to_bbox(torch.from_numpy(b[k]), tuple(x.shape[-2:])), tuple(size))
-                out[i] = (px, [self.vocab[int(j)] for j in l[k]], torch.from_numpy(s[k]))
+                out[i] = keep_from((px, [self.vocab[int(j)] for j in l[k]], torch.from_numpy(s[k])), thresh)
                 if on_image is not None: on_image(i, out[i])
         return out
 

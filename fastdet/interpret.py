@@ -19,7 +19,9 @@ from fastai.interpret import Interpretation
 from fastai.vision.data import get_grid
 from .data.records import open_image
 from .prediction import draw_boxes
-from .metrics import COCOMetric, DetResults, coco_per_class, _coco_from_accum
+from .metrics import COCOMetric, DetResults, coco_per_class, coco_curves, _coco_from_accum
+from .evaluation import COCOEvaluation, coco_intervals
+from .thresholds import f1_curves, plot_threshold_curves, CURVE_FILES
 from .files import atomic_path
 
 # %% auto #0
@@ -99,8 +101,13 @@ class DetInterpretation(Interpretation):
 
 # %% ../nbs/32_interpret.ipynb #c012
 @patch
-def per_class(self:DetInterpretation)->pd.DataFrame:
-    "AP, AP50, AP75, AR100 (pycocotools' per-category numbers), ground-truth objects `n_gt` and detections `n_det`, per class."
+def per_class(self:DetInterpretation,
+    ci:bool=True, # Add each number's bootstrap interval (`AP_lo`, `AP_hi`, ...), from resampling the images
+    n_boot:int=1000, # Bootstrap resamples
+    level:float=.95, # Coverage of the intervals
+    seed:int=0, # Seed of the resamples
+)->pd.DataFrame:
+    "AP, AP50, AP75, AR100 (pycocotools' per-category numbers), ground-truth objects `n_gt` and detections `n_det`, per class; with their intervals if `ci`."
     n_gt = np.bincount(self.data.g_lbl, minlength=max(self.cats + [0]) + 1)
     n_det = np.bincount(self.data.d_lbl, minlength=max(self.cats + [0]) + 1)
     if self.eval is not None: df = coco_per_class(self.eval)
@@ -108,6 +115,11 @@ def per_class(self:DetInterpretation)->pd.DataFrame:
         z = [0. if n_gt[c] else -1. for c in self.cats]
         df = pd.DataFrame(dict(category_id=self.cats, name=self.names, AP=z, AP50=z, AP75=z, AR100=z))
     df['n_gt'], df['n_det'] = n_gt[df.category_id.values], n_det[df.category_id.values]
+    if ci and isinstance(self.eval, COCOEvaluation):
+        _, per = coco_intervals(self.eval.matches, n_boot, seed, level)
+        for k in ('AP', 'AP50', 'AP75', 'AR100'): df[f'{k}_lo'], df[f'{k}_hi'] = per[k]
+    elif ci:
+        for k in ('AP', 'AP50', 'AP75', 'AR100'): df[f'{k}_lo'], df[f'{k}_hi'] = df[k].where(df[k] > -1), df[k].where(df[k] > -1)
     return df
 
 # %% ../nbs/32_interpret.ipynb #c016
@@ -117,16 +129,15 @@ def plot_pr_curves(self:DetInterpretation,
     figsize:tuple=(12, 5), # Figure size
     max_legend:int=20, # Name each class in the legend up to this many classes (else grey curves, and the mean)
 ):
-    "Precision-recall curves at IoU 0.5 and averaged over IoU 0.5:0.95, per class and their mean, read from `COCOeval.eval['precision']`."
+    "Precision-recall curves at IoU 0.5 and averaged over IoU 0.5:0.95, per class and their mean, read from the evaluation's precision array (COCOeval's `eval['precision']`)."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 2, figsize=figsize)
     if self.eval is None:
         for ax in axs: ax.text(.5, .5, 'no detections', ha='center', va='center')
         return fig
-    p = self.eval.params
-    prec = self.eval.eval['precision'][:, :, :, p.areaRngLbl.index('all'), -1]  # [IoU, recall, class]
-    i50 = int(np.argmin(np.abs(np.asarray(p.iouThrs) - .5)))
-    rec = np.asarray(p.recThrs)
+    prec, _, _, thrs = coco_curves(self.eval)  # [IoU, recall, class]
+    i50 = int(np.argmin(np.abs(thrs - .5)))
+    rec = np.linspace(0, 1, prec.shape[1])
     for ax, (title, pr) in zip(axs, [('IoU 0.5', prec[i50]), ('IoU 0.5:0.95 (mean of 10 IoUs)', prec.mean(0))]):
         valid = (prec > -1).all((0, 1))  # classes with ground truth
         few = valid.sum() <= max_legend
@@ -361,7 +372,7 @@ def save_results(
     dl=None, # Data to interpret and show (default: the validation set)
     k:int=4, # Images in `top_losses.png` and `predictions.png`
 )->list:
-    "Write per-class AP, PR curves, confusion matrices, TIDE errors, top losses, training curves and predictions into `out`; the paths written."
+    "Write per-class AP, PR curves, confusion matrices, TIDE errors, F1/precision/recall against the score threshold, top losses, training curves and predictions into `out`; the paths written."
     import matplotlib.pyplot as plt
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,6 +389,8 @@ def save_results(
     save(interp.plot_confusion_matrix(), 'confusion_matrix.png')
     save(interp.plot_confusion_matrix(normalize=True), 'confusion_matrix_normalized.png')
     save(interp.plot_errors(), 'errors.png')
+    if isinstance(interp.eval, COCOEvaluation):  # F1, precision and recall against the score threshold, its F1-optimal value marked
+        for what, fig in plot_threshold_curves(f1_curves(interp.eval.matches, names=interp.eval.names)).items(): save(fig, CURVE_FILES[what])
     if interp.losses is not None and len(interp.losses): save(interp.plot_top_losses(min(k, len(interp.losses))), 'top_losses.png')
     save(plot_losses(learn), 'losses.png')
     save(plot_metrics(learn), 'metrics.png')

@@ -23,6 +23,8 @@ from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
 from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
 from .export import DetExport, write_onnx
+from .metrics import coco_evaluation, detection_results
+from .thresholds import ScoreThreshold, threshold_of, model_threshold, keep_from
 from .ema import add_ema
 from .distrib import patch_fastai_ddp
 
@@ -70,18 +72,21 @@ class DetLearner(Learner):
     family:DetFamily = None  # the family that made the model (`make_learner` sets it)
     recipe:dict = None  # `arch` and `model_kwargs`: what rebuilds the model (`make_learner` sets it)
     new_groups = 2  # parameter groups that `freeze()` leaves trainable: the layers new to the weights
+    score_thresh:ScoreThreshold = None  # the score threshold `predict` uses unless given one (`choose_threshold`, `fastdet train`); measured on these weights, so `fit` drops it
 
     def predict(self,
         item, # Image file (str or Path), `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]` (uint8, or float in [0, 1])
         rm_type_tfms=None, # Passed to `test_dl`
+        score_thresh:float=None, # Detections kept from this score on (default: the learner's `score_thresh`, else all the model decodes)
     )->tuple:
         "`(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
+        thresh = model_threshold(self, score_thresh)
         img = DetImage.create(item.file if isinstance(item, DetRecord) else item)  # the image as given
         dl = self.dls.test_dl([img], rm_type_tfms=rm_type_tfms, num_workers=0)
         _, _, dec = self.get_preds(dl=dl, with_decoded=True, cbs=[ChannelsLastInference()])
         boxes, labels, scores = unpad(*dec)[0]
         px = self.input_spec.to_pixels(boxes, img.shape)
-        return px, [self.dls.vocab[int(i)] for i in labels], scores
+        return keep_from((px, [self.dls.vocab[int(i)] for i in labels], scores), thresh)
 
     def predict_batch(self,
         items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`, as for `predict`
@@ -89,11 +94,12 @@ class DetLearner(Learner):
         num_workers:int=None, # Worker processes reading and resizing the images (default: fastai's)
         skip:bool=False, # An unreadable file gives `None` instead of raising `ImageError`
         on_image=None, # Called as `on_image(i, detections)` as each image's detections are ready (to stream them)
+        score_thresh:float=None, # Detections kept from this score on (default: the learner's `score_thresh`, else all the model decodes)
     )->list:
         "`predict` for many images, batched: per image `(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
-        out = [None] * len(items)
+        out, thresh = [None] * len(items), model_threshold(self, score_thresh)
         def _keep(i, dets):
-            out[i] = dets
+            out[i] = dets = keep_from(dets, thresh)
             if on_image is not None: on_image(i, dets)
         self.get_preds(dl=images_dl(self.dls, items, bs, num_workers, skip), reorder=False, with_preds=False, with_targs=False,
                        cbs=[ChannelsLastInference(), StreamDetections(self.input_spec, self.dls.vocab, _keep)])
@@ -111,7 +117,18 @@ class DetLearner(Learner):
         "Write this learner as an ONNX detector: `images [B, 3, H, W]` RGB in [0, 1] -> `boxes [B, K, 4]` (xyxy pixels of the input), `scores`, `labels` (0: none); run it with `fastdet.deploy.load_onnx`."
         return write_onnx(self.export_module(), fname, self.input_spec, self.dls.vocab, opset, arch=(self.recipe or {}).get('arch'),
                           categories=[[int(k), str(v)] for k, v in (getattr(self.dls, 'categories', None) or {}).items()],
-                          max_det=int(self.loss_func.max_det))
+                          max_det=int(self.loss_func.max_det), **({} if self.score_thresh is None else dict(score_thresh=self.score_thresh.to_dict())))
+
+    def choose_threshold(self,
+        dl=None, # Labelled data (default: the validation set)
+        iou:float=.5, # IoU a true positive needs
+    )->ScoreThreshold:
+        "Set `score_thresh` to the F1-optimal threshold on `dl` (`fastdet.thresholds`), as `fastdet train` does after training; `None` when no detection is right."
+        what = 'validation images' if dl is None else 'images'
+        dl = self.dls.valid if dl is None else dl
+        ev = coco_evaluation(detection_results(self, dl))
+        self.score_thresh = threshold_of(ev, f"F1-optimal on {len(dl.dataset)} {what}, from choose_threshold", iou)
+        return self.score_thresh
 
     def distrib_ctx(self, *args, **kwargs):
         "fastai's `distrib_ctx` (DDP through Accelerate), with fastai's DDP made to run on CPUs too (`patch_fastai_ddp`)."
@@ -123,8 +140,9 @@ class DetLearner(Learner):
         self.freeze_to(-self.new_groups)
 
     def fit(self, n_epoch, *args, **kwargs):
-        "fastai's `fit`, refusing to train on a training set that makes no batch."
+        "fastai's `fit`, refusing to train on a training set that makes no batch; it drops `score_thresh`, chosen for the weights before."
         check_batches(self.dls)
+        self.score_thresh = None
         return super().fit(n_epoch, *args, **kwargs)
 
     def show_results(self,

@@ -15,25 +15,26 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torchvision.ops import box_iou
-from fastcore.basics import noop
+from fastcore.basics import noop, ifnone
 from fastai.metrics import AccumMetric
 from fastai.distributed import DistributedDL
 from .boxes import bbox_to_pixels, convert_boxes, is_padding, input_window
 from .data.readers import read_json
 from .data.core import input_resize
+from .evaluation import COCO_STATS, COCOEvaluation, evaluate_coco, coco_intervals, coco_compare, match_voc, voc_resampled, resample_weights, percentile_interval, IOU_THRS
 
 # %% auto #0
-__all__ = ['COCO_STATS', 'coco_backend', 'coco_per_class', 'coco_stats', 'voc_map', 'DetResults', 'COCOMetric', 'VOCMetric',
-           'coco_table', 'evaluate']
+__all__ = ['coco_backend', 'coco_curves', 'coco_per_class', 'coco_stats', 'voc_map', 'DetResults', 'coco_evaluation',
+           'COCOMetric', 'voc_interval', 'VOCMetric', 'coco_table', 'with_intervals', 'evaluate', 'detection_results',
+           'compare']
 
 # %% ../nbs/30_metrics.ipynb #c006
-COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
-
 def coco_backend(
-    name:str='auto', # 'auto' (faster-coco-eval when installed, else pycocotools), 'faster_coco_eval' or 'pycocotools'
+    name:str='auto', # 'auto' or 'fastdet' (`fastdet.evaluation`, numpy only), 'faster_coco_eval' or 'pycocotools'
 )->tuple:
-    "`(name, COCO, COCOeval)` of the evaluator to use."
-    if name not in ('auto', 'faster_coco_eval', 'pycocotools'): raise ValueError(f"Unknown COCO backend {name!r}")
+    "`(name, COCO, COCOeval)` of the evaluator to use (`('fastdet', None, None)` for fastdet's own, equal to pycocotools)."
+    if name not in ('auto', 'fastdet', 'faster_coco_eval', 'pycocotools'): raise ValueError(f"Unknown COCO backend {name!r}; expected 'auto', 'fastdet', 'faster_coco_eval' or 'pycocotools'")
+    if name in ('auto', 'fastdet'): return 'fastdet', None, None
     if name != 'pycocotools':
         try:
             from faster_coco_eval import COCO, COCOeval_faster
@@ -104,20 +105,26 @@ def _mean_valid(a)->float:
     v = a[a > -1]
     return float(v.mean()) if v.size else -1.
 
+def coco_curves(E)->tuple:
+    "`(precision [T, R, K], recall [T, K], category ids, IoU thresholds)` at all areas and 100 detections, of a `COCOEvaluation` or an accumulated `COCOeval`."
+    if isinstance(E, COCOEvaluation): return E.precision[..., 0], E.recall[:, :, 0, -1], [int(c) for c in E.matches.cat_ids], IOU_THRS
+    p = E.params
+    a = p.areaRngLbl.index('all')
+    return E.eval['precision'][:, :, :, a, -1], E.eval['recall'][:, :, a, -1], list(p.catIds), np.asarray(p.iouThrs)
+
 def coco_per_class(
-    E, # An accumulated `COCOeval`
+    E, # A `COCOEvaluation` or an accumulated `COCOeval`
     names:dict=None, # category id -> name (default: the ground truth's categories)
 )->pd.DataFrame:
-    "Per-class AP, AP50, AP75 and AR100 (all areas) of an accumulated `COCOeval`, one row per category."
-    p, prec, rec = E.params, E.eval['precision'], E.eval['recall']
-    names = names or {c['id']: c['name'] for c in E.cocoGt.dataset.get('categories', [])}
-    a, m = p.areaRngLbl.index('all'), len(p.maxDets) - 1
-    i50, i75 = [int(np.argmin(np.abs(np.asarray(p.iouThrs) - t))) for t in (.5, .75)]
+    "Per-class AP, AP50, AP75 and AR100 (all areas), one row per category."
+    prec, rec, cats, thrs = coco_curves(E)
+    if names is None: names = getattr(E, 'names', None) or {c['id']: c.get('name', str(c['id'])) for c in E.cocoGt.dataset.get('categories', [])}
+    i50, i75 = [int(np.argmin(np.abs(thrs - t))) for t in (.5, .75)]
     rows = []
-    for k, cid in enumerate(p.catIds):
-        pk = prec[:, :, k, a, m]
+    for k, cid in enumerate(cats):
+        pk = prec[:, :, k]
         rows.append(dict(category_id=cid, name=names.get(cid, str(cid)), AP=_mean_valid(pk), AP50=_mean_valid(pk[i50]),
-                         AP75=_mean_valid(pk[i75]), AR100=_mean_valid(rec[:, k, a, m])))
+                         AP75=_mean_valid(pk[i75]), AR100=_mean_valid(rec[:, k])))
     return pd.DataFrame(rows)
 
 # %% ../nbs/30_metrics.ipynb #c010
@@ -146,13 +153,17 @@ def _flat(per_image:list, n:int)->tuple:
 
 def _tensor_gt(COCO, img, boxes, labels, crowd, n_images:int, cat_ids=None, names=None):
     "Ground truth `COCO` object from flat arrays of pixel xyxy boxes (image ids are 1..n_images)."
+    return _coco_obj(COCO, _tensor_gt_dict(img, boxes, labels, crowd, n_images, cat_ids, names))
+
+def _tensor_gt_dict(img, boxes, labels, crowd, n_images:int, cat_ids=None, names=None)->dict:
+    "Ground truth COCO dict from flat arrays of pixel xyxy boxes (image ids are 1..n_images)."
     xywh = convert_boxes(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4), 'xyxy', 'xywh').numpy()
     crowd = np.zeros(len(labels), np.int64) if crowd is None else np.asarray(crowd).astype(np.int64)
     cat_ids = sorted(set(np.asarray(labels).tolist())) if cat_ids is None else list(cat_ids)
     names = names or {}
     cats = [dict(id=int(c), name=names.get(int(c), str(c))) for c in cat_ids]
     anns = _xywh_anns(np.asarray(img) + 1, labels, xywh, iscrowd=crowd)
-    return _coco_obj(COCO, dict(images=[dict(id=i + 1) for i in range(n_images)], categories=cats, annotations=anns))
+    return dict(images=[dict(id=i + 1) for i in range(n_images)], categories=cats, annotations=anns)
 
 def coco_stats(
     ground_truth, # COCO json path or dict; or per-image `(boxes, labels[, iscrowd])` pixel xyxy tensors
@@ -163,8 +174,41 @@ def coco_stats(
     "The 12 COCO statistics by name (and the per-class table if asked)."
     with _no_gc(): return _coco_stats(ground_truth, detections, backend, per_class)
 
+def _engine_eval(gt:dict, d_img, d_cat, d_xywh, d_score)->COCOEvaluation:
+    "fastdet's evaluation of a COCO ground-truth dict and detection arrays (image ids as in the dict)."
+    ids = sorted(i['id'] for i in gt.get('images', []))
+    pos = {i: n for n, i in enumerate(ids)}
+    A = gt.get('annotations', [])
+    unknown = {a['image_id'] for a in A} - set(pos)
+    if unknown: raise ValueError(f"Annotations on image ids not in the ground truth's images: {sorted(unknown)[:10]}")
+    box = np.array([a['bbox'] for a in A], np.float64).reshape(-1, 4)
+    area = np.array([a['area'] if 'area' in a else b[2] * b[3] for a, b in zip(A, box)], np.float64)
+    cats = sorted(c['id'] for c in gt.get('categories', []))
+    ev = evaluate_coco([pos[a['image_id']] for a in A], [a['category_id'] for a in A], box, area, [bool(a.get('iscrowd', 0)) for a in A],
+                       [pos[i] for i in np.asarray(d_img).tolist()], d_cat, d_xywh, d_score, n=len(ids), cat_ids=cats)
+    ev.names = {c['id']: c.get('name', str(c['id'])) for c in gt.get('categories', [])}
+    return ev
+
 def _coco_stats(ground_truth, detections, backend, per_class):
     name, COCO, _ = coco_backend(backend)
+    if name == 'fastdet':
+        if isinstance(ground_truth, (str, Path, dict)):
+            gt = _gt_dataset(ground_truth)
+            d_img, d_cat, d_xywh, d_score = _results_arrays(detections)
+            unknown = set(d_img.tolist()) - {i['id'] for i in gt.get('images', [])}
+            if unknown: raise ValueError(f"Detections on image ids not in the ground truth: {sorted(unknown)[:10]}")
+        else:
+            if len(ground_truth) != len(detections):
+                raise ValueError(f"{len(ground_truth)} ground truth images but {len(detections)} detection images")
+            g_img, (g_box, g_lbl, g_crowd) = _flat(ground_truth, 3)
+            d_img, (d_box, d_cat, d_score) = _flat(detections, 3)
+            cats = sorted(set(g_lbl.tolist()) | set(d_cat.tolist()))
+            gt = _tensor_gt_dict(g_img, g_box, g_lbl, g_crowd, len(ground_truth), cats)
+            d_img = d_img + 1
+            d_xywh = convert_boxes(torch.as_tensor(d_box, dtype=torch.float64).reshape(-1, 4), 'xyxy', 'xywh').numpy()
+        if len(d_score) == 0: return (_stats_dict(None), None) if per_class else _stats_dict(None)  # as the COCO API paths: no detection, all 0
+        ev = _engine_eval(gt, d_img, d_cat, d_xywh, d_score)
+        return (ev.stats, coco_per_class(ev)) if per_class else ev.stats
     if isinstance(ground_truth, (str, Path, dict)):
         gt = _coco_obj(COCO, _gt_dataset(ground_truth))
         d_img, d_cat, d_xywh, d_score = _results_arrays(detections)
@@ -185,55 +229,12 @@ def _coco_stats(ground_truth, detections, backend, per_class):
     return stats, (coco_per_class(E) if E is not None else None)
 
 # %% ../nbs/30_metrics.ipynb #c014
-def _voc_ap(rec:np.ndarray, prec:np.ndarray, eleven_point:bool)->float:
-    "Area under the monotone precision/recall curve, VOC style."
-    if eleven_point:
-        ap = 0.
-        for t in np.arange(0., 1.1, 0.1):
-            ap += (np.max(prec[rec >= t]) if np.sum(rec >= t) else 0.) / 11.
-        return float(ap)
-    mrec, mpre = np.concatenate(([0.], rec, [1.])), np.concatenate(([0.], prec, [0.]))
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    i = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-
 def _voc_eval(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, iou_thresh=.5, eleven_point=False, classes=None)->dict:
     "Per-class VOC AP from flat arrays (boxes pixel xyxy): `{class: AP}` for classes with non-difficult objects."
-    g_img, g_lbl, g_diff = np.asarray(g_img), np.asarray(g_lbl), np.asarray(g_diff, dtype=bool)
-    d_img, d_lbl, d_score = np.asarray(d_img), np.asarray(d_lbl), np.asarray(d_score, dtype=np.float64)
-    g_box, d_box = torch.as_tensor(np.asarray(g_box), dtype=torch.float64).reshape(-1, 4), torch.as_tensor(np.asarray(d_box), dtype=torch.float64).reshape(-1, 4)
-    n = len(d_score)
-    ovmax, jmax = np.full(n, -np.inf), np.full(n, -1)
-    # best ground truth box of each detection, image by image
-    gs, ds = np.argsort(g_img, kind='stable'), np.argsort(d_img, kind='stable')
-    g_imgs, d_imgs = g_img[gs], d_img[ds]
-    for im in np.unique(d_imgs):
-        di = ds[np.searchsorted(d_imgs, im, 'left'):np.searchsorted(d_imgs, im, 'right')]
-        gi = gs[np.searchsorted(g_imgs, im, 'left'):np.searchsorted(g_imgs, im, 'right')]
-        if not len(gi): continue
-        iou = box_iou(d_box[di], g_box[gi]).numpy()
-        iou[d_lbl[di][:, None] != g_lbl[gi][None]] = -np.inf
-        best = iou.argmax(1)
-        ovmax[di], jmax[di] = iou[np.arange(len(di)), best], gi[best]
-    order = np.argsort(-d_score, kind='stable')
-    hit = ovmax[order] > iou_thresh
-    diff = hit & g_diff[np.maximum(jmax[order], 0)] if len(g_diff) else np.zeros(n, bool)
-    first = np.zeros(n, bool)
-    cand = np.where(hit & ~diff)[0]
-    _, fi = np.unique(jmax[order][cand], return_index=True)
-    first[cand[fi]] = True
-    tp, fp = first.astype(np.float64), (~hit | (hit & ~diff & ~first)).astype(np.float64)
-    lbl = d_lbl[order]
-    classes = sorted(set(g_lbl[~g_diff].tolist())) if classes is None else classes
-    aps = {}
-    for c in classes:
-        npos = int(((g_lbl == c) & ~g_diff).sum())
-        if npos == 0: continue
-        sel = lbl == c
-        ctp, cfp = np.cumsum(tp[sel]), np.cumsum(fp[sel])
-        rec, prec = ctp / npos, ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-        aps[c] = _voc_ap(rec, prec, eleven_point)
-    return aps
+    n = int(max(np.max(g_img, initial=-1), np.max(d_img, initial=-1))) + 1
+    m = match_voc(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, n, iou_thresh, classes)
+    _, aps = voc_resampled(m, np.ones((1, n)), eleven_point)
+    return {c: float(aps[0, j]) for j, c in enumerate(m.classes) if not np.isnan(aps[0, j])}
 
 def voc_map(
     ground_truth:list, # Per image `(boxes [G,4], labels [G][, difficult [G] bool])`, pixel xyxy
@@ -408,8 +409,8 @@ class DetResults:
                    d_score=cat([d[2] for d in dets]))
 
 # %% ../nbs/30_metrics.ipynb #c020
-def _metric_gt(COCO, res:DetResults, cats:list):
-    "Ground truth `COCO` object of the accumulated epoch, crowd regions included."
+def _metric_gt_arrays(res:DetResults, cats:list)->tuple:
+    "Ground truth of the accumulated epoch, crowd regions included: `(image, class, pixel xyxy, crowd, names)` arrays, a crowd region once per class it covers."
     img, box, lbl, crowd = [res.g_img], [res.g_box], [res.g_lbl], [np.zeros(len(res.g_lbl), np.int64)]
     vocab = res.vocab
     names = {i: str(vocab[i]) for i in cats} if vocab is not None and len(vocab) > max(cats + [0]) else {}
@@ -419,16 +420,34 @@ def _metric_gt(COCO, res:DetResults, cats:list):
         else: ids = np.array([[name2id.get(l, l) if not isinstance(l, (int, np.integer)) else l] for l in cl], dtype=np.int64)
         k = ids.shape[1]
         img.append(np.repeat(ci.numpy(), k)); box.append(np.repeat(cb.numpy(), k, 0)); lbl.append(ids.reshape(-1)); crowd.append(np.ones(ids.size, np.int64))
-    return _tensor_gt(COCO, np.concatenate(img), np.concatenate(box), np.concatenate(lbl), np.concatenate(crowd), res.n, cats, names)
+    return np.concatenate(img), np.concatenate(box), np.concatenate(lbl), np.concatenate(crowd), names
+
+def _metric_gt(COCO, res:DetResults, cats:list):
+    "Ground truth `COCO` object of the accumulated epoch, crowd regions included."
+    img, box, lbl, crowd, names = _metric_gt_arrays(res, cats)
+    return _tensor_gt(COCO, img, box, lbl, crowd, res.n, cats, names)
+
+def _xywh(xyxy)->np.ndarray: return convert_boxes(torch.as_tensor(np.asarray(xyxy), dtype=torch.float64).reshape(-1, 4), 'xyxy', 'xywh').numpy()
+
+def coco_evaluation(res:DetResults)->COCOEvaluation:
+    "fastdet's COCO evaluation (`fastdet.evaluation`) of ground truth and detections: the 12 statistics as pycocotools gives them, and the matches intervals and comparisons resample."
+    cats = res.class_ids()
+    img, box, lbl, crowd, names = _metric_gt_arrays(res, cats)
+    xywh = _xywh(box)
+    ev = evaluate_coco(img, lbl, xywh, xywh[:, 2] * xywh[:, 3], crowd.astype(bool), res.d_img, res.d_lbl, _xywh(res.d_box), res.d_score, n=res.n, cat_ids=cats)
+    ev.names = names or {c: res.name(c) for c in cats}
+    return ev
 
 def _coco_from_accum(res:DetResults, backend:str='auto')->dict:
-    "Evaluate an accumulated epoch: `{'stats': {...}, 'eval': COCOeval or None}`."
+    "Evaluate an accumulated epoch: `{'stats': {...}, 'eval': COCOEvaluation, COCOeval or None}`."
     name, COCO, _ = coco_backend(backend)
     cats = res.class_ids()
     if len(res.d_score) == 0 or not cats: return dict(stats=_stats_dict(None), eval=None)
+    if name == 'fastdet':
+        ev = coco_evaluation(res)
+        return dict(stats=dict(ev.stats), eval=ev)
     gt = _metric_gt(COCO, res, cats)
-    xywh = convert_boxes(torch.as_tensor(res.d_box, dtype=torch.float64), 'xyxy', 'xywh').numpy()
-    E = _run_cocoeval(gt, res.d_img + 1, res.d_lbl, xywh, res.d_score, backend=name)
+    E = _run_cocoeval(gt, res.d_img + 1, res.d_lbl, _xywh(res.d_box), res.d_score, backend=name)
     return dict(stats=_stats_dict(E), eval=E)
 
 # %% ../nbs/30_metrics.ipynb #c022
@@ -479,19 +498,43 @@ class COCOMetric(_DetMetric):
     def __init__(self,
         stat:str='AP', # One of `COCO_STATS`
         backend:str='auto', # See `coco_backend`
-        name:str=None, # Column name in the training log (default: `stat`)
+        name:str=None, # Column name in the training log (default: `stat`, `stat_lo` or `stat_hi`)
+        bound:str=None, # 'lo' or 'hi': log a bound of the statistic's bootstrap interval (`intervals`) instead of the statistic
+        n_boot:int=1000, # Bootstrap resamples of the validation images, for `bound` and `intervals`
+        level:float=.95, # Coverage of the interval
+        seed:int=0, # Seed of the resamples: the same data and seed give the same interval
     ):
         if stat not in COCO_STATS: raise ValueError(f"Unknown COCO statistic {stat!r}; expected one of {COCO_STATS}")
-        self.stat, self.backend = stat, backend
-        super().__init__(name or stat)
+        if bound not in (None, 'lo', 'hi'): raise ValueError(f"bound must be None, 'lo' or 'hi', got {bound!r}")
+        if bound is not None and coco_backend(backend)[0] != 'fastdet': raise ValueError(f"Intervals need the 'fastdet' backend, not {backend!r}")
+        self.stat, self.backend, self.bound, self.n_boot, self.level, self.seed = stat, backend, bound, n_boot, level, seed
+        super().__init__(name or (stat if bound is None else f"{stat}_{bound}"))
 
     def _result(self): return self._evaluated(('coco', self.backend), lambda d: _coco_from_accum(d, self.backend))
 
+    def intervals(self,
+        n_boot:int=None, # Resamples (default: the metric's)
+        level:float=None, # Coverage (default: the metric's)
+        seed:int=None, # Seed (default: the metric's)
+    )->dict:
+        "`{stat: (lo, hi)}`: image-level bootstrap percentile intervals of the 12 statistics of the last validation (`fastdet.evaluation.coco_intervals`)."
+        n_boot, level, seed = ifnone(n_boot, self.n_boot), ifnone(level, self.level), ifnone(seed, self.seed)
+        def fn(data):
+            r = self._result()
+            if r['eval'] is None: return {k: (v, v) for k, v in r['stats'].items()}, None
+            if not isinstance(r['eval'], COCOEvaluation): raise ValueError(f"Intervals need the 'fastdet' backend, not {self.backend!r}")
+            return coco_intervals(r['eval'].matches, n_boot, seed, level)
+        r = self._evaluated(('ci', self.backend, n_boot, level, seed), fn)
+        return None if r is None else r[0]
+
     @property
     def value(self):
-        "The statistic; 0 when COCO leaves it undefined (no detection, or no ground truth in its area range)."
+        "The statistic (or its `bound`); 0 when COCO leaves it undefined (no detection, or no ground truth in its area range)."
         r = self._result()
-        return None if r is None else max(r['stats'][self.stat], 0.)
+        if r is None: return None
+        if self.bound is None: return max(r['stats'][self.stat], 0.)
+        v = self.intervals()[self.stat][0 if self.bound == 'lo' else 1]
+        return 0. if np.isnan(v) else max(v, 0.)
 
     @property
     def stats(self)->dict:
@@ -509,6 +552,19 @@ class COCOMetric(_DetMetric):
 def _voc_from_accum(res:DetResults, iou_thresh:float, eleven_point:bool)->tuple:
     aps = _voc_eval(res.g_img, res.g_box, res.g_lbl, res.g_diff, res.d_img, res.d_box, res.d_lbl, res.d_score, iou_thresh, eleven_point)
     return (float(np.mean(list(aps.values()))) if aps else 0.), aps
+
+def voc_interval(
+    res:DetResults, # Ground truth and detections
+    iou_thresh:float=.5, # IoU above which a detection matches
+    eleven_point:bool=False, # VOC2007's 11-point AP
+    n_boot:int=1000, # Bootstrap resamples of the images
+    level:float=.95, # Coverage
+    seed:int=0, # Seed of the resamples
+)->tuple:
+    "`(lo, hi)`: image-level bootstrap percentile interval of the VOC mAP of `res`."
+    m = match_voc(res.g_img, res.g_box, res.g_lbl, res.g_diff, res.d_img, res.d_box, res.d_lbl, res.d_score, res.n, iou_thresh)
+    mp, _ = voc_resampled(m, resample_weights(res.n, n_boot, seed), eleven_point)
+    return tuple(float(x) for x in percentile_interval(mp, level))
 
 class VOCMetric(_DetMetric):
     "Pascal VOC mAP of the validation set (`difficult` objects ignored), computed at the end of each epoch."
@@ -528,6 +584,15 @@ class VOCMetric(_DetMetric):
         r = self._result()
         return None if r is None else r[0]
 
+    def interval(self,
+        n_boot:int=1000, # Bootstrap resamples of the images
+        level:float=.95, # Coverage
+        seed:int=0, # Seed of the resamples
+    )->tuple:
+        "`(lo, hi)`: image-level bootstrap percentile interval of the mAP of the last validation."
+        return self._evaluated(('voc_ci', self.iou_thresh, self.eleven_point, n_boot, level, seed),
+                               lambda d: voc_interval(d, self.iou_thresh, self.eleven_point, n_boot, level, seed))
+
     def per_class(self)->pd.DataFrame:
         "Per-class AP of the last validation."
         r = self._result()
@@ -536,25 +601,46 @@ class VOCMetric(_DetMetric):
         return pd.DataFrame([dict(label=c, name=str(v[c]) if v is not None and c < len(v) else str(c), AP=ap) for c, ap in r[1].items()])
 
 # %% ../nbs/30_metrics.ipynb #n033
-def coco_table(stats:dict)->str:
-    "The 12 COCO statistics as a text table, in COCOeval's wording; `-` where COCO leaves one undefined (-1)."
+def coco_table(
+    stats:dict, # The 12 statistics by name (and, from `evaluate(..., ci=True)`, `{stat}_lo` / `{stat}_hi` bounds)
+)->str:
+    "The 12 COCO statistics as a text table, in COCOeval's wording, with their interval where `stats` has one; `-` where COCO leaves one undefined (-1)."
     rows = [('AP', 'Average Precision', '0.50:0.95', 'all', 100), ('AP50', 'Average Precision', '0.50', 'all', 100),
             ('AP75', 'Average Precision', '0.75', 'all', 100), ('APs', 'Average Precision', '0.50:0.95', 'small', 100),
             ('APm', 'Average Precision', '0.50:0.95', 'medium', 100), ('APl', 'Average Precision', '0.50:0.95', 'large', 100),
             ('AR1', 'Average Recall', '0.50:0.95', 'all', 1), ('AR10', 'Average Recall', '0.50:0.95', 'all', 10),
             ('AR100', 'Average Recall', '0.50:0.95', 'all', 100), ('ARs', 'Average Recall', '0.50:0.95', 'small', 100),
             ('ARm', 'Average Recall', '0.50:0.95', 'medium', 100), ('ARl', 'Average Recall', '0.50:0.95', 'large', 100)]
-    lines = [f"{'stat':<6} {'':<18} {'IoU':<10} {'area':<7} {'maxDets':>7}  value"]
+    ci = all(f'{k}_lo' in stats for k in COCO_STATS)
+    lines = [f"{'stat':<6} {'':<18} {'IoU':<10} {'area':<7} {'maxDets':>7}  value" + ('  95% interval' if ci else '')]
     for k, what, iou, area, md in rows:
-        lines.append(f"{k:<6} {what:<18} {iou:<10} {area:<7} {md:>7}  " + (f"{stats[k]:.3f}" if stats[k] > -1 else '    -'))
+        v = f"{stats[k]:.3f}" if stats[k] > -1 else '    -'
+        if ci and stats[k] > -1 and stats[f'{k}_lo'] > -1: v += f"  [{stats[f'{k}_lo']:.3f}, {stats[f'{k}_hi']:.3f}]"
+        lines.append(f"{k:<6} {what:<18} {iou:<10} {area:<7} {md:>7}  " + v)
     if any(v <= -1 for k, v in stats.items() if k in COCO_STATS):
         lines.append("(-: undefined, no ground truth in that area range; -1 in the numbers, as pycocotools gives it)")
     return '\n'.join(lines)
 
 def _world()->int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
-def evaluate(learn, dl=None, voc:bool=False)->dict:
-    "The 12 COCO statistics (and VOC mAP if `voc`) of `learn` on `dl` (default: its validation set); under `torch.distributed`, each process scores a shard and all get the whole set's numbers."
+def with_intervals(stats:dict, intervals:dict)->dict:
+    "`stats` with each statistic's bounds added as `{stat}_lo` and `{stat}_hi`, in the order stat, lo, hi."
+    out = {}
+    for k, v in stats.items():
+        out[k] = v
+        if k in intervals: out[f'{k}_lo'], out[f'{k}_hi'] = (float(x) if np.isfinite(x) else -1. for x in intervals[k])  # -1: undefined, as COCO writes it
+    return out
+
+def evaluate(
+    learn, # A fastdet learner
+    dl=None, # Data (default: the validation set)
+    voc:bool=False, # Also VOC07 and VOC mAP at IoU 0.5
+    ci:bool=False, # Also each statistic's bootstrap interval, as `{stat}_lo` and `{stat}_hi`
+    n_boot:int=1000, # Bootstrap resamples of the images
+    level:float=.95, # Coverage of the intervals
+    seed:int=0, # Seed of the resamples: the same data and seed give the same intervals
+)->dict:
+    "The 12 COCO statistics (and VOC mAP if `voc`, intervals if `ci`) of `learn` on `dl` (default: its validation set); under `torch.distributed`, each process scores a shard and all get the whole set's numbers."
     ms = [COCOMetric(s) for s in COCO_STATS] + ([VOCMetric(eleven_point=True), VOCMetric()] if voc else [])
     dl = learn.dls.valid if dl is None else dl
     if _world() > 1 and not isinstance(dl, DistributedDL): dl = DistributedDL(dl, rank=dist.get_rank(), world_size=_world())
@@ -565,5 +651,39 @@ def evaluate(learn, dl=None, voc:bool=False)->dict:
         stats = ms[0].stats or {k: 0. for k in COCO_STATS}
         out = {k: float(v) for k, v in stats.items()}  # -1 where COCO leaves a statistic undefined
         if voc: out.update(VOC07_mAP=ms[-2].value, VOC_mAP=ms[-1].value)
+        if ci:
+            iv = dict(ms[0].intervals(n_boot, level, seed))
+            if voc: iv.update({m.name: m.interval(n_boot, level, seed) for m in ms[-2:]})
+            out = with_intervals(out, iv)
     finally: learn.metrics = old
     return out
+
+# %% ../nbs/30_metrics.ipynb #n040
+def detection_results(learn, dl=None)->DetResults:
+    "Ground truth and detections of `learn` on `dl` (default: its validation set), in pixels of the original images: what `evaluate` scores, kept for `compare`."
+    m = COCOMetric('AP')
+    dl = learn.dls.valid if dl is None else dl
+    if _world() > 1 and not isinstance(dl, DistributedDL): dl = DistributedDL(dl, rank=dist.get_rank(), world_size=_world())
+    old = learn.metrics
+    learn.metrics = [m]
+    try:
+        with learn.no_bar(), learn.no_logging(): learn.validate(dl=dl)
+    finally: learn.metrics = old
+    return m._acc.collect()
+
+def compare(
+    a:DetResults, # Model A (the baseline) on a set of images (`detection_results`)
+    b:DetResults, # Model B on the same images, in the same order
+    n_boot:int=1000, # Paired bootstrap resamples: each draws the same images for both models
+    level:float=.95, # Coverage of the intervals
+    seed:int=0, # Seed of the resamples
+)->tuple:
+    "`(stats, per_class)`: A, B, B - A with its paired bootstrap interval, and the share of resamples in which B is better, for the 12 COCO statistics and each class's AP."
+    same = a.n == b.n and np.array_equal(a.g_img, b.g_img) and np.array_equal(a.g_lbl, b.g_lbl) and np.allclose(a.g_box, b.g_box)
+    if not same: raise ValueError(f"The two results are not on the same images and ground truth ({a.n} and {b.n} images): a paired comparison needs the same set, in the same order")
+    ea, eb = coco_evaluation(a), coco_evaluation(b)
+    stats, per = coco_compare(ea.matches, eb.matches, n_boot, seed, level)
+    per.insert(1, 'name', [ea.names.get(c, str(c)) for c in per.category_id])
+    for df in (stats, per):  # COCO's -1 where undefined, as everywhere else
+        for c in ('A', 'B', 'delta', 'lo', 'hi'): df[c] = df[c].fillna(-1.)
+    return stats, per

@@ -14,6 +14,7 @@ from torch import Tensor
 from fastai.torch_core import default_device, get_model
 from .data.core import InputSpec
 from .learner import DetLearner, make_learner
+from .thresholds import ScoreThreshold
 from .files import atomic_path
 
 # %% auto #0
@@ -50,6 +51,7 @@ def save_detector(
     "Write `learn` as weights plus a description, a file that `load_detector` reads without unpickling any object; written whole or not at all."
     obj = dict(fastdet=_description(learn), state_dict={k: v.detach().cpu() for k, v in get_model(learn.model).state_dict().items()})
     if with_opt and learn.opt is not None: obj['opt'] = _opt_state(learn.opt)
+    if getattr(learn, 'score_thresh', None) is not None: obj['score_thresh'] = learn.score_thresh.to_dict()  # optional: older files have none, older readers skip it
     with atomic_path(fname) as tmp: torch.save(obj, tmp)  # a crash or a full disk leaves the previous file, never half of one
     return Path(fname)
 
@@ -120,7 +122,7 @@ def _sniff(fname:Path)->str:
 def read_detector(
     fname, # A file written by `save_detector`
 )->dict:
-    "The checked content of a `save_detector` file (`fastdet`: its description, `state_dict`, maybe `opt`), read without unpickling any object."
+    "The checked content of a `save_detector` file (`fastdet`: its description, `state_dict`, maybe `opt` and `score_thresh`), read without unpickling any object."
     fname = Path(fname)
     if fname.is_dir():
         hint = f" (the model of a run is {fname/'model.pth'})" if (fname/'model.pth').is_file() else ''
@@ -145,6 +147,7 @@ def read_detector(
     if not isinstance(obj.get('state_dict'), dict) or not all(isinstance(v, Tensor) for v in obj['state_dict'].values()):
         raise ValueError(f"{fname}: its weights are not a dict of tensors (a damaged model file)")
     obj['fastdet'] = check_description(_upgrade(obj['fastdet']), fname)
+    if 'score_thresh' in obj: ScoreThreshold.from_dict(obj['score_thresh'], fname)  # checked like the description
     return obj
 
 def load_state(
@@ -167,7 +170,7 @@ def load_detector(
     fname, # A file written by `save_detector`
     cpu:bool=True, # Keep the learner on the CPU (else on the default device)
 )->DetLearner:
-    "The learner of a `save_detector` file, rebuilt from its checked description and weights, reading nothing but tensors and plain values."
+    "The learner of a `save_detector` file, rebuilt from its checked description and weights (and its score threshold), reading nothing but tensors and plain values."
     obj = read_detector(fname)
     desc, recipe = obj['fastdet'], obj['fastdet']['recipe']
     spec = InputSpec(**desc['input'])
@@ -179,6 +182,7 @@ def load_detector(
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{fname}: its description does not build a model ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     load_state(learn.model, obj['state_dict'], fname)
+    if 'score_thresh' in obj: learn.score_thresh = ScoreThreshold.from_dict(obj['score_thresh'], fname)
     if not cpu: learn.dls.to(default_device()); learn.model.to(default_device())
     return learn
 

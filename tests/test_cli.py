@@ -23,13 +23,17 @@ def test_train_writes_model_png_stats(trained):
               'losses.png', 'metrics.png', 'top_losses.png', 'errors.png'): assert (d/'out'/f).stat().st_size > 0, f
     import pandas as pd
     log = pd.read_csv(d/'out'/'results.csv')  # fastai's CSVLogger: one row per epoch
-    assert list(log.columns) == ['epoch', 'train_loss', 'valid_loss', 'AP', 'AP50', 'time'] and len(log) == 1 and log.AP[0] == pytest.approx(json.loads((d/"out"/"stats.json").read_text())["AP"], abs=1e-6)
+    assert list(log.columns) == ['epoch', 'train_loss', 'valid_loss', 'AP', 'AP_lo', 'AP_hi', 'AP50', 'time'] and len(log) == 1 and log.AP[0] == pytest.approx(json.loads((d/"out"/"stats.json").read_text())["AP"], abs=1e-6)
+    assert log.AP_lo[0] <= log.AP[0] <= log.AP_hi[0]  # the 95% bootstrap interval of each epoch's AP
     assert set(pd.read_csv(d/'out'/'per_class.csv').name) == {'circle', 'cross', 'square', 'triangle'}
     stats = json.loads((d/'out'/'stats.json').read_text())
-    assert list(stats) == ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
+    names = ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
+    assert list(stats) == [f'{k}{b}' for k in names for b in ('', '_lo', '_hi')]  # each statistic with its 95% interval
     assert all(0 <= v <= 1 or v == -1 for v in stats.values())  # -1: undefined, as pycocotools gives it
+    assert all(stats[f'{k}_lo'] <= stats[k] <= stats[f'{k}_hi'] for k in names if stats[k] > -1)
+    assert f"AP {stats['AP']:.3f} " not in r.stdout and f"[{stats['AP_lo']:.3f}, {stats['AP_hi']:.3f}]" in r.stdout  # printed next to the value
     assert f"AP     Average Precision  0.50:0.95  all         100  {stats['AP']:.3f}" in r.stdout
-    for k, v in stats.items():  # undefined statistics print as '-', not as 0.000
+    for k, v in ((k, stats[k]) for k in names):  # undefined statistics print as '-', not as 0.000
         if v == -1: assert any(l.startswith(f"{k:<6}") and l.endswith('  -') for l in r.stdout.splitlines()), k
     assert f"mAP@[.5:.95] = {stats['AP']:.3f}" in r.stdout
 
@@ -52,6 +56,9 @@ def test_predict_and_eval(trained):
     r = _run('eval', d/'out'/'model.pth', ann, '--voc', cwd=d)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'AR100' in r.stdout and 'VOC mAP@0.5' in r.stdout
+    stats = json.loads((d/'runs'/'eval'/'stats.json').read_text())
+    assert stats['AP_lo'] <= stats['AP'] <= stats['AP_hi'] and stats['VOC_mAP_lo'] <= stats['VOC_mAP'] <= stats['VOC_mAP_hi']
+    assert f"[{stats['AP_lo']:.3f}, {stats['AP_hi']:.3f}]" in r.stdout and '95% interval' in r.stdout
 
 @pytest.mark.parametrize('args, expect', [
     (('train', 'no/such/data.json'), 'no/such/data.json: no such file or folder'),
@@ -167,7 +174,7 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
     for args in ((), ('--help',)):
         r = _run(*args, cwd=tmp_path)
         assert r.returncode == 0 and [l.split()[0] for l in r.stdout.splitlines() if l.startswith('  ') and not l.strip().startswith('-')] == \
-            ['train', 'predict', 'eval', 'export'], r.stdout
+            ['train', 'predict', 'eval', 'compare', 'export'], r.stdout
     r = _run('train', '--help', cwd=tmp_path)
     assert r.returncode == 0 and 'Train a detector' in r.stdout and '--valid' in r.stdout and '--device' in r.stdout and '--workers' in r.stdout
     import fastdet
@@ -217,7 +224,7 @@ def test_valid_set_summary_and_aligned_columns(tmp_path):
     assert f"48 training / 17 validation images, validation: {tmp_path/'va'/'annotations.json'} (coco)" in r.stdout, r.stdout[:2000]
     assert 'data check: 65 images' in r.stdout and 'validation: after the last epoch' in r.stdout
     rows = _table(r.stdout)
-    assert [len(x) for x in rows] == [6, 6] and rows[0][2:5] == ['-', '-', '-'] and rows[1][2] != '-', rows
+    assert [len(x) for x in rows] == [8, 8] and rows[0][2:7] == ['-'] * 5 and rows[1][2] != '-', rows  # loss, AP with its interval, AP50
     import pandas as pd
     log = pd.read_csv(tmp_path/'o'/'results.csv')  # the skipped validation is NaN there
     assert len(log) == 2 and log.valid_loss.isna().tolist() == [True, False] and log.AP.isna().tolist() == [True, False]
@@ -293,3 +300,19 @@ def test_export_onnx_and_predict_with_it(trained, tmp_path):
     assert all(any(same(x, y) for y in b) for x in a) and all(any(same(x, y) for x in a) for y in b)
     r = _run('eval', tmp_path/'m.onnx', 'x.json', cwd=tmp_path)
     assert r.returncode == 1 and 'not its ONNX export' in r.stderr
+
+
+def test_compare_two_models_on_the_same_images(trained, tmp_path):
+    "fastdet compare: B - A with its paired interval per statistic; a model against itself differs by exactly 0, and says so."
+    d, _ = trained
+    from fastdet.data.shapes import make_shapes
+    ann = make_shapes(n=80, size=256, seed=0)[0].file.parent.parent/'annotations.json'  # the built-in shapes, as a COCO json
+    m = d/'out'/'model.pth'
+    r = _run('compare', m, m, ann, '--n-boot', 200, '--out', tmp_path/'cmp', cwd=d)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import pandas as pd
+    t = pd.read_csv(tmp_path/'cmp'/'compare.csv')
+    assert list(t.stat) == ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl']
+    ok = t.A > -1
+    assert (t.delta[ok] == 0).all() and (t.lo[ok] == 0).all() and (t.hi[ok] == 0).all() and (t.A[ok] == t.B[ok]).all()
+    assert 'AP: no difference the data can show' in r.stdout and (tmp_path/'cmp'/'compare_per_class.csv').is_file()

@@ -83,7 +83,8 @@ def test_per_class_equals_pycocotools(data_dir):
     np.testing.assert_allclose([interp.stats[k] for k in ('AP', 'AP50', 'AP75', 'AR100')], overall[[0, 1, 2, 8]], atol=1e-9)
     # the PR curves are COCOeval's own, and each curve's mean is that class's AP50
     fig = interp.plot_pr_curves(); plt.close(fig)
-    prec = interp.eval.eval['precision'][0, :, :, 0, -1]
+    from fastdet.metrics import coco_curves
+    prec = coco_curves(interp.eval)[0][0]  # [recall, class] at IoU 0.5
     k = interp.cats.index(1 + names.index('person'))
     assert abs(prec[:, k].mean() - table.loc['person', 'AP50']) < 1e-9
 
@@ -180,7 +181,7 @@ def test_pr_curve_draws_cocoeval_precision(tmp_path):
     interp = DetInterpretation.from_records(recs, [([[0, 0, 50, 50], [300, 300, 350, 350], [100, 100, 150, 150]], ['a'] * 3, [.9, .8, .7])])
     fig = interp.plot_pr_curves()
     ax = fig.axes[0]
-    np.testing.assert_allclose(ax.lines[-1].get_ydata(), interp.eval.eval['precision'][0, :, 0, 0, -1])
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), __import__('fastdet.metrics').metrics.coco_curves(interp.eval)[0][0, :, 0])
     fig.savefig(tmp_path/'pr.png', dpi=100)
     mean = np.array(matplotlib.colors.to_rgb(_MEAN_COLOR)) * 255
     assert np.abs(_pixel(fig, ax, .75, 2 / 3, tmp_path/'pr.png') - mean).max() < 30
@@ -195,7 +196,7 @@ def test_save_results(trained, tmp_path):
     files = save_results(learn, tmp_path/'run')
     names = [f.name for f in files]
     assert names == ['per_class.csv', 'pr_curve.png', 'confusion_matrix.png', 'confusion_matrix_normalized.png', 'errors.png',
-                     'top_losses.png', 'losses.png', 'metrics.png', 'predictions.png']
+                     'f1_curve.png', 'p_curve.png', 'r_curve.png', 'top_losses.png', 'losses.png', 'metrics.png', 'predictions.png']
     for f in files:
         assert f.is_file() and f.stat().st_size > (100 if f.suffix == '.csv' else 10_000), f
         if f.suffix == '.png': assert min(Image.open(f).size) > 150

@@ -126,7 +126,7 @@ def test_resume_an_interrupted_run(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'resuming after epoch {done}' in r.stdout and 'mAP@[.5:.95]' in r.stdout
     rows = (out/'results.csv').read_text().splitlines()
-    assert len(rows) == 1 + 3 and all(len(x.split(',')) == 6 for x in rows), rows
+    assert len(rows) == 1 + 3 and all(len(x.split(',')) == 8 for x in rows), rows
     r = fastdet('train', '--resume', '--out', out, cwd=tmp_path)
     assert r.returncode == 1 and 'this run finished all its epochs' in r.stderr, r.stderr
     assert (out/'results.csv').read_text().splitlines() == rows  # nothing appended

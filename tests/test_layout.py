@@ -9,8 +9,8 @@ LAYERS = ['files', 'options', 'boxes',
           'data.records', 'data.shapes', 'data.readers', 'data.core', 'data.augment',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
-          'losses.ssd', 'losses.efficientdet',
-          'metrics', 'ema', 'families', 'prediction', 'export', 'distrib', 'learner', 'modelfile', 'interpret', 'deploy', 'recipes', 'commands', 'cli']
+          'losses.ssd', 'losses.efficientdet', 'evaluation',
+          'metrics', 'thresholds', 'selection', 'ema', 'families', 'prediction', 'export', 'distrib', 'learner', 'modelfile', 'interpret', 'deploy', 'recipes', 'commands', 'cli']
 NOT_LAYERED = {'__init__', '_modidx', 'all'}
 
 def _module(path:Path)->str:
