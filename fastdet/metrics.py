@@ -191,28 +191,10 @@ def _engine_eval(gt:dict, d_img, d_cat, d_xywh, d_score)->COCOEvaluation:
 
 def _coco_stats(ground_truth, detections, backend, per_class):
     name, COCO, _ = coco_backend(backend)
-    if name == 'fastdet':
-        if isinstance(ground_truth, (str, Path, dict)):
-            gt = _gt_dataset(ground_truth)
-            d_img, d_cat, d_xywh, d_score = _results_arrays(detections)
-            unknown = set(d_img.tolist()) - {i['id'] for i in gt.get('images', [])}
-            if unknown: raise ValueError(f"Detections on image ids not in the ground truth: {sorted(unknown)[:10]}")
-        else:
-            if len(ground_truth) != len(detections):
-                raise ValueError(f"{len(ground_truth)} ground truth images but {len(detections)} detection images")
-            g_img, (g_box, g_lbl, g_crowd) = _flat(ground_truth, 3)
-            d_img, (d_box, d_cat, d_score) = _flat(detections, 3)
-            cats = sorted(set(g_lbl.tolist()) | set(d_cat.tolist()))
-            gt = _tensor_gt_dict(g_img, g_box, g_lbl, g_crowd, len(ground_truth), cats)
-            d_img = d_img + 1
-            d_xywh = convert_boxes(torch.as_tensor(d_box, dtype=torch.float64).reshape(-1, 4), 'xyxy', 'xywh').numpy()
-        if len(d_score) == 0: return (_stats_dict(None), None) if per_class else _stats_dict(None)  # as the COCO API paths: no detection, all 0
-        ev = _engine_eval(gt, d_img, d_cat, d_xywh, d_score)
-        return (ev.stats, coco_per_class(ev)) if per_class else ev.stats
     if isinstance(ground_truth, (str, Path, dict)):
-        gt = _coco_obj(COCO, _gt_dataset(ground_truth))
+        gt = _gt_dataset(ground_truth)
         d_img, d_cat, d_xywh, d_score = _results_arrays(detections)
-        unknown = set(d_img.tolist()) - set(gt.getImgIds())
+        unknown = set(d_img.tolist()) - {i['id'] for i in gt.get('images', [])}
         if unknown: raise ValueError(f"Detections on image ids not in the ground truth: {sorted(unknown)[:10]}")
     else:
         if len(ground_truth) != len(detections):
@@ -220,9 +202,13 @@ def _coco_stats(ground_truth, detections, backend, per_class):
         g_img, (g_box, g_lbl, g_crowd) = _flat(ground_truth, 3)
         d_img, (d_box, d_cat, d_score) = _flat(detections, 3)
         cats = sorted(set(g_lbl.tolist()) | set(d_cat.tolist()))
-        gt = _tensor_gt(COCO, g_img, g_box, g_lbl, g_crowd, len(ground_truth), cats)
-        d_img = d_img + 1
-        d_xywh = convert_boxes(torch.as_tensor(d_box, dtype=torch.float64).reshape(-1, 4), 'xyxy', 'xywh').numpy()
+        gt = _tensor_gt_dict(g_img, g_box, g_lbl, g_crowd, len(ground_truth), cats)
+        d_img, d_xywh = d_img + 1, _xywh(d_box)
+    if name == 'fastdet':
+        if len(d_score) == 0: return (_stats_dict(None), None) if per_class else _stats_dict(None)  # as the COCO API paths: no detection, all 0
+        ev = _engine_eval(gt, d_img, d_cat, d_xywh, d_score)
+        return (ev.stats, coco_per_class(ev)) if per_class else ev.stats
+    gt = _coco_obj(COCO, gt)
     E = _run_cocoeval(gt, d_img, d_cat, d_xywh, d_score, backend=name)
     stats = _stats_dict(E)
     if not per_class: return stats
