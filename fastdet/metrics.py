@@ -203,7 +203,7 @@ def _coco_stats(ground_truth, detections, backend, per_class):
         d_img, (d_box, d_cat, d_score) = _flat(detections, 3)
         cats = sorted(set(g_lbl.tolist()) | set(d_cat.tolist()))
         gt = _tensor_gt_dict(g_img, g_box, g_lbl, g_crowd, len(ground_truth), cats)
-        d_img, d_xywh = d_img + 1, _xywh(d_box)
+        d_img, d_xywh = d_img + 1, convert_boxes(torch.as_tensor(d_box, dtype=torch.float64).reshape(-1, 4), 'xyxy', 'xywh').numpy()
     if name == 'fastdet':
         if len(d_score) == 0: return (_stats_dict(None), None) if per_class else _stats_dict(None)  # as the COCO API paths: no detection, all 0
         ev = _engine_eval(gt, d_img, d_cat, d_xywh, d_score)
