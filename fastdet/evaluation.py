@@ -35,6 +35,10 @@ def _bb_iou(d:np.ndarray, g:np.ndarray, crowd:np.ndarray)->np.ndarray:
     with np.errstate(all='ignore'): o = i / np.where(crowd, da, da + ga - i)
     return np.where((w > 0) & (h > 0), o, 0.)
 
+def _stable_order(key:np.ndarray, top:int)->np.ndarray:
+    "`np.argsort(key, kind='stable')` of integers in `[0, top)`, in 16 bits where they fit (numpy's radix sort)."
+    return np.argsort(key.astype(np.uint16) if top <= 1 << 16 else key, kind='stable')
+
 def _segments(key:np.ndarray)->tuple:
     "Start of each run of equal values of a sorted `key`, and the run index of each row."
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
@@ -99,17 +103,21 @@ def match_coco(
     K, A, T = len(cat_ids), len(AREA_RNG), len(IOU_THRS)
     # detections of the categories evaluated, the `maxDets[-1]` best of each image and category
     dk = np.searchsorted(cat_ids, d_cat)
-    keep = (dk < K) & (cat_ids[np.minimum(dk, max(K - 1, 0))] == d_cat) if K else np.zeros(len(d_cat), bool)
-    di = np.flatnonzero(keep)
-    dk = dk[di]
-    o = np.lexsort((-d_score[di], dk, d_img[di]))  # stable: equal scores keep their input order, as COCOeval's mergesort
-    di, dk = di[o], dk[o]
-    pair = d_img[di] * max(K, 1) + dk
+    di = np.flatnonzero((dk < K) & (cat_ids[np.minimum(dk, max(K - 1, 0))] == d_cat)) if K else np.zeros(0, np.int64)
+    # one float sort gives both orders: by image, category, score, input (for the ranks) and by category, score, image,
+    # input: COCOeval's accumulation order (its mergesort over the images in order, each image's detections by rank)
+    n_img = int(d_img.max()) + 1 if len(d_img) else 0
+    di = di[_stable_order(d_img[di], n_img)]
+    di = di[np.argsort(-d_score[di], kind='stable')]
+    acc = di[_stable_order(dk[di], K)]
+    di = acc[_stable_order(d_img[acc], n_img)]  # equal scores keep their input order, as COCOeval's mergesort
+    pair = d_img[di] * max(K, 1) + dk[di]
     start, seg = _segments(pair)
-    rank = np.arange(len(di)) - start[seg] if len(di) else np.zeros(0, np.int64)
-    top = rank < MAX_DETS[-1]
-    di, dk, pair, rank = di[top], dk[top], pair[top], rank[top]
-    D = len(di)
+    at = np.empty(len(d_img), np.int64); at[di] = np.arange(len(di))
+    rank = np.arange(len(di)) - start[seg]
+    acc = acc[rank[at[acc]] < MAX_DETS[-1]]  # from here on, detections are numbered in accumulation order
+    D = len(acc)
+    d_rank = rank[at[acc]]
     # ground truth by image and category, each pair's boxes in their input order
     gk = np.searchsorted(cat_ids, g_cat)
     gi = np.flatnonzero((gk < K) & (cat_ids[np.minimum(gk, max(K - 1, 0))] == g_cat)) if K else np.zeros(0, np.int64)
@@ -121,21 +129,22 @@ def match_coco(
     lo, hi = np.array([r[0] for r in AREA_RNG]), np.array([r[1] for r in AREA_RNG])
     area = g_area[gi]
     counted = (~g_crowd[gi])[None] & (area[None] >= lo[:, None]) & (area[None] <= hi[:, None])  # [A, G]
-    d_area = d_xywh[di, 2] * d_xywh[di, 3]
+    d_area = d_xywh[acc, 2] * d_xywh[acc, 3]
     d_out = (d_area[None] < lo[:, None]) | (d_area[None] > hi[:, None])  # [A, D]
-    # every (detection, ground truth) pair of the same image and category
-    gs, ge = np.searchsorted(gpair, pair, 'left'), np.searchsorted(gpair, pair, 'right')
+    # every (detection, ground truth) pair of the same image and category with an IoU that can match
+    gs, ge = np.searchsorted(gpair, pair, 'left')[at[acc]], np.searchsorted(gpair, pair, 'right')[at[acc]]  # `pair` is sorted: faster
     ng = ge - gs
     e_d = np.repeat(np.arange(D), ng)
     e_g = np.repeat(gs - np.cumsum(np.r_[0, ng[:-1]]), ng) + np.arange(ng.sum()) if D else np.zeros(0, np.int64)
     crowd = g_crowd[gi]
-    e_iou = _bb_iou(d_xywh[di][e_d], g_xywh[gi][e_g], crowd[e_g])
+    e_iou = _bb_iou(d_xywh[acc[e_d]], g_xywh[gi[e_g]], crowd[e_g])
+    near = e_iou >= IOU_THRS[0]
+    e_d, e_g, e_iou = e_d[near], e_g[near], e_iou[near]
     # greedy matching, one round per rank: a detection's candidates depend on the boxes the better ones took
-    sub = np.flatnonzero(ng > 0)  # detections with ground truth of their category in their image
-    e_s = np.repeat(np.arange(len(sub)), ng[sub])  # entries of `e_d` are grouped by detection, in order
+    sub, e_s = np.unique(e_d, return_inverse=True)  # detections with a candidate; each one's entries together, its boxes in input order
     match = np.full((A, T, len(sub)), -1, np.int32)
     taken = np.zeros((A, T, G), bool)
-    e_rank = rank[e_d]
+    e_rank = d_rank[e_d]
     o = np.argsort(e_rank, kind='stable')
     e_s, e_g, e_iou, e_rank = e_s[o], e_g[o], e_iou[o], e_rank[o]
     bounds = np.searchsorted(e_rank, np.arange(MAX_DETS[-1] + 1))
@@ -158,46 +167,60 @@ def match_coco(
         g = eg[pick[a_, t_, j]]
         match[a_, t_, es[st[j]]] = g
         taken[a_, t_, g] = True
-    # in accumulation order: by category, then score (COCOeval's mergesort over images in order, each image's detections by rank)
-    o = np.lexsort((rank, d_img[di], -d_score[di], dk))
-    at = np.empty(D, np.int64); at[o] = np.arange(D)
-    d_out = d_out[:, o]
-    fp = np.repeat(~d_out[:, None], T, 1)
     tp = np.zeros((A, T, D), bool)
     matched = match >= 0
-    tp[:, :, at[sub]] = matched & counted[np.arange(A)[:, None, None], np.maximum(match, 0)]
-    fp[:, :, at[sub]] &= ~matched
-    return COCOMatches(n=n, cat_ids=cat_ids, d_img=d_img[di][o], d_k=dk[o], d_rank=rank[o], d_score=d_score[di][o],
+    tp[:, :, sub] = matched & counted[np.arange(A)[:, None, None], np.maximum(match, 0)]
+    fp = np.repeat(~d_out[:, None], T, 1)
+    fp[:, :, sub] &= ~matched
+    return COCOMatches(n=n, cat_ids=cat_ids, d_img=d_img[acc], d_k=dk[acc], d_rank=d_rank, d_score=d_score[acc],
                        tp=tp, fp=fp, g_img=g_img[gi], g_k=gk, g_counted=counted)
 
 # %% ../nbs/29_evaluation.ipynb #f008
+def _segmented_suffix_max(x:np.ndarray, seg:np.ndarray)->np.ndarray:
+    "The maximum of `x` from each position to the end of its segment (`seg`: non-decreasing segment index), exactly."
+    if not len(x): return x.copy()
+    vals, inv = np.unique(x, return_inverse=True)
+    U, top = len(vals), int(seg[-1])
+    key = (top - seg[::-1]) * U + inv[::-1]  # later segments first, each above all the ones before
+    return vals[(np.maximum.accumulate(key) - (top - seg[::-1]) * U)[::-1]]
+
+def _first_reached(count:np.ndarray, npig:np.ndarray)->np.ndarray:
+    "`[G, R]` for groups of `count` true positives among `npig` boxes: the index of the first true positive whose recall `(i + 1) / npig` reaches each of `REC_THRS`, as `np.searchsorted(rc, REC_THRS, 'left')` finds it (`count` where none does)."
+    n = npig[:, None].astype(np.float64)
+    j = np.maximum(np.ceil(REC_THRS[None] * n) - 1, 0).astype(np.int64)
+    for _ in range(2):  # the float product can be one off either way: settle on the float comparisons COCOeval makes
+        j -= (j > 0) & (j / n >= REC_THRS[None])
+        j += (j + 1) / n < REC_THRS[None]
+    return np.minimum(j, count[:, None])
+
 def _accumulate(m:COCOMatches)->tuple:
-    "COCOeval's `accumulate`: precision `[T, R, K, A]` (at 100 detections) and recall `[T, K, A, M]`, -1 where a category has no box counted."
+    "COCOeval's `accumulate`: precision `[T, R, K, A]` (at 100 detections) and recall `[T, K, A, M]`, -1 where a category has no box counted. Computed at the true positives only: the interpolated precision COCOeval reads at a recall threshold is the precision envelope at the true positive that reaches it."
     T, R, K, A, M = len(IOU_THRS), len(REC_THRS), len(m.cat_ids), len(AREA_RNG), len(MAX_DETS)
     precision, recall = -np.ones((T, R, K, A)), -np.ones((T, K, A, M))
     npig = m.npig()
-    ks = np.searchsorted(m.d_k, np.arange(K + 1))
-    eps = np.spacing(1)
-    for k in range(K):
-        s, e = ks[k], ks[k + 1]
-        rank = m.d_rank[s:e]
-        for a in range(A):
-            if npig[k, a] == 0: continue
-            for mi, md in enumerate(MAX_DETS):
-                sel = slice(s, e) if md == MAX_DETS[-1] else s + np.flatnonzero(rank < md)
-                tps, fps = m.tp[a][:, sel], m.fp[a][:, sel]
-                nd = tps.shape[1]
-                tp_sum, fp_sum = np.cumsum(tps, axis=1).astype(float), np.cumsum(fps, axis=1).astype(float)
-                recall[:, k, a, mi] = tp_sum[:, -1] / npig[k, a] if nd else 0
-                if md != MAX_DETS[-1]: continue
-                rc = tp_sum / npig[k, a]
-                pr = np.maximum.accumulate((tp_sum / (fp_sum + tp_sum + eps))[:, ::-1], axis=1)[:, ::-1]
-                q = np.zeros((T, R))
-                for t in range(T):
-                    inds = np.searchsorted(rc[t], REC_THRS, side='left')
-                    ok = inds < nd
-                    q[t, ok] = pr[t, inds[ok]]
-                precision[:, :, k, a] = q
+    first = np.searchsorted(m.d_k, np.arange(K))  # each category's first detection
+    for a in range(A):
+        kk = np.flatnonzero(npig[:, a] > 0)
+        if not len(kk): continue
+        t_, p_ = np.nonzero(m.tp[a])  # by threshold, then position: grouped by (threshold, category)
+        k_ = m.d_k[p_]
+        for mi, md in enumerate(MAX_DETS):
+            found = m.d_rank[p_] < md
+            n_tp = np.bincount(t_[found] * K + k_[found], minlength=T * K).reshape(T, K)
+            recall[:, kk, a, mi] = n_tp[:, kk] / npig[kk, a]
+        precision[:, :, kk, a] = 0
+        if not len(p_): continue
+        fp_sum = np.cumsum(m.fp[a], axis=1, dtype=np.int32)  # [T, D]
+        before = np.where(first > 0, fp_sum[:, np.maximum(first - 1, 0)], 0)  # [T, K] false positives of earlier categories
+        start, seg = _segments(t_ * K + k_)
+        tps = (np.arange(len(p_)) - start[seg] + 1).astype(np.float64)
+        fps = (fp_sum[t_, p_] - before[t_, k_]).astype(np.float64)
+        env = _segmented_suffix_max(tps / (fps + tps + np.spacing(1)), seg)
+        g_t, g_k = t_[start], k_[start]
+        count = np.diff(np.r_[start, len(p_)])
+        j = _first_reached(count, npig[g_k, a])
+        q = np.where(j < count[:, None], env[np.minimum(start[:, None] + j, len(env) - 1)], 0.)
+        precision[g_t, :, g_k, a] = q
     return precision, recall
 
 def _summarize(precision, recall)->dict:

@@ -44,6 +44,35 @@ def test_point_estimate_is_pycocotools_to_the_bit(synthetic):
     assert np.array_equal(ev.precision, E.eval['precision'][..., -1]) and np.array_equal(ev.recall, E.eval['recall'])
 
 
+def random_set(seed:int)->tuple:
+    "COCO dicts of a small random set: crowd regions, tied scores, classes without boxes or without detections, empty images."
+    r = np.random.default_rng(seed)
+    n, K = int(r.integers(1, 30)), int(r.integers(1, 6))
+    g_img = np.repeat(np.arange(n), r.integers(0, 8, n))
+    boxes = np.c_[r.uniform(0, 300, (len(g_img), 2)), r.uniform(2, 200, (len(g_img), 2))]
+    anns = [dict(id=j + 1, image_id=int(i) + 1, category_id=int(r.integers(1, K + 1)), bbox=b.tolist(), area=float(b[2] * b[3] * r.uniform(.7, 1.1)),
+                 iscrowd=int(r.random() < .1)) for j, (i, b) in enumerate(zip(g_img, boxes))]
+    dets = []
+    for _ in range(int(r.integers(0, 40 * n))):
+        a = anns[int(r.integers(len(anns)))] if anns and r.random() < .8 else None
+        b = np.array(a['bbox']) + r.normal(0, 4, 4) if a else np.r_[r.uniform(0, 300, 2), r.uniform(2, 200, 2)]
+        b[2:] = np.abs(b[2:]) + 1
+        dets.append(dict(image_id=a['image_id'] if a else int(r.integers(1, n + 1)), category_id=a['category_id'] if a and r.random() < .7 else int(r.integers(1, K + 2)),
+                         bbox=b.tolist(), score=round(float(r.random()), 1)))
+    gt = dict(images=[dict(id=i + 1) for i in range(n)], annotations=anns, categories=[dict(id=k) for k in range(1, K + 1)])
+    return gt, dets
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_random_sets_are_pycocotools_to_the_bit(seed):
+    gt, dets = random_set(seed)
+    if not dets: pytest.skip('no detections drawn')
+    ev = evaluate_coco(*arrays(gt, dets), n=len(gt['images']), cat_ids=[c['id'] for c in gt['categories']])
+    E = pycocotools_stats(gt, dets)
+    assert list(ev.stats.values()) == E.stats.tolist()
+    assert np.array_equal(ev.precision, E.eval['precision'][..., -1]) and np.array_equal(ev.recall, E.eval['recall'])
+
+
 def test_a_resample_is_pycocotools_on_the_resampled_images(synthetic):
     "Weights `w` give what pycocotools gives on the set in which image i appears w[i] times (distinct scores)."
     gt, dets, m = synthetic
