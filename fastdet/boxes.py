@@ -49,10 +49,11 @@ def bbox_to_pixels(
     bbox:Tensor, # fastai boxes `[..., 4]`: [-1,1], xyxy; `[B, G, 4]` for a batch
     hw, # Image size `(h, w)`, or `[B, 2]` sizes for a batch
     fmt:str='xyxy', # Output pixel format, one of `PIXEL_FORMATS`
+    img:Tensor=None, # `[N]` with boxes `[N, 4]` and sizes `[n, 2]`: the image of each box
 )->Tensor:
     "Convert fastai `TensorBBox` coordinates to pixel boxes of an image of size `hw`."
     bbox = torch.as_tensor(bbox).as_subclass(Tensor).float()
-    px = (bbox + 1) * _wh_scale(hw, bbox) / 2
+    px = (bbox + 1) * (_wh_scale(hw, bbox) if img is None else _wh_scale(hw, bbox)[img]) / 2
     return convert_boxes(px, 'xyxy', fmt)
 
 def pixels_to_bbox(

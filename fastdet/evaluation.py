@@ -259,7 +259,7 @@ def resample_weights(
     rng = np.random.default_rng(seed)
     return rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(np.float64) if n else np.zeros((n_boot, 0))
 
-def _weighted_ap(tp, fp, img, w, npig, wt=None, chunk:int=2_000_000)->np.ndarray:
+def _weighted_ap(tp, fp, img, w, npig, wt=None, chunk:int=500_000)->np.ndarray:
     "`[B, T]` COCO AP of one category and area range with images weighted by `w` `[B, n]` (`wt`: its transpose, contiguous): the value COCOeval gives on the resampled images (images drawn twice appear twice)."
     from scipy.sparse import csr_matrix
     wt = np.ascontiguousarray(w.T) if wt is None else wt
@@ -281,24 +281,25 @@ def _weighted_ap(tp, fp, img, w, npig, wt=None, chunk:int=2_000_000)->np.ndarray
     dyn_gaps = [upto(dyn, counted[t, dyn].astype(np.float64)) for t in range(T)] if len(dyn) else []
     img_tp = img[pos]
     step = max(1, chunk // max(len(pos) + len(U), 1))
-    def run(b0):
-        wb, wbt, nb = w[b0:b0 + step], wt[:, b0:b0 + step], npig[b0:b0 + step]
-        base = np.cumsum(gaps @ wbt, axis=0)[u_of].T  # [b, P] detections counted up to each true positive
+    def run(b0):  # positions along axis 0, resamples along axis 1: the running sums run down contiguous rows
+        wbt, nb = np.ascontiguousarray(wt[:, b0:b0 + step]), npig[b0:b0 + step]
+        b = wbt.shape[1]
+        base = np.cumsum(gaps @ wbt, axis=0)[u_of]  # [P, b] detections counted up to each true positive
         for t, g in enumerate(dyn_gaps):
-            if seg[t] < seg[t + 1]: base[:, seg[t]:seg[t + 1]] += np.cumsum(g @ wbt, axis=0)[u_of[seg[t]:seg[t + 1]]].T
-        tps = np.cumsum(wb[:, img_tp], axis=1)
-        start = np.concatenate([np.zeros((len(wb), 1)), tps[:, np.maximum(seg[:-1] - 1, 0)][:, 1:]], 1) * (seg[:-1] > 0)  # before each threshold's run
-        tps -= np.repeat(start, np.diff(seg), axis=1)
-        pr = tps / (base + np.spacing(1))
+            if seg[t] < seg[t + 1]: base[seg[t]:seg[t + 1]] += np.cumsum(g @ wbt, axis=0)[u_of[seg[t]:seg[t + 1]]]
+        tps = wbt[img_tp]  # [P, b] true positives so far, counted from each threshold's first
+        for t in range(T): np.cumsum(tps[seg[t]:seg[t + 1]], axis=0, out=tps[seg[t]:seg[t + 1]])
         top = int(nb.max())
-        table = np.searchsorted(REC_THRS, np.arange(top + 1)[None] / nb[:, None], 'right')  # recall thresholds reached by each count
-        reached = np.take_along_axis(table, tps.astype(np.int64), 1)
-        res = np.zeros((len(wb), T))
+        table = np.searchsorted(REC_THRS, np.arange(top + 1)[:, None] / nb[None], 'right')  # [top + 1, b] recall thresholds reached by each count
+        reached = np.take(table.ravel(), tps.astype(np.int64) * b + np.arange(b))
+        base += np.spacing(1)
+        pr = np.divide(tps, base, out=base)
+        res = np.zeros((b, T))
         for t in range(T):
             s, e = seg[t], seg[t + 1]
             if s == e: continue
-            env = np.maximum.accumulate(pr[:, s:e][:, ::-1], axis=1)[:, ::-1]
-            res[:, t] = (env * np.diff(reached[:, s:e], axis=1, prepend=0)).sum(1) / len(REC_THRS)
+            env = np.maximum.accumulate(pr[s:e][::-1], axis=0)[::-1]
+            res[:, t] = (env * np.diff(reached[s:e], axis=0, prepend=0)).sum(0) / len(REC_THRS)
         out[b0:b0 + step] = res
     starts = range(0, B, step)
     if len(starts) > 1:
@@ -329,11 +330,12 @@ def coco_resampled(
             wv, wvt = (w, wt) if every else (w[valid], np.ascontiguousarray(wt[:, valid]))
             tp, fp = m.tp[a][:, s:e], m.fp[a][:, s:e]
             ap[valid, :, k, a] = _weighted_ap(tp, fp, img, wv, npig[valid, k, a], wvt)
+            hit = np.flatnonzero(tp.any(0))
+            rows = wvt[img[hit]]  # [H, b] the weight of each true positive's image
             for mi, md in enumerate(MAX_DETS):
                 if a and md != MAX_DETS[-1]: continue
-                hit = tp.any(0) & (rank < md)
-                num = wv[:, img[hit]] @ tp[:, hit].T.astype(np.float64)  # [b, T] true positives found
-                ar[valid, :, k, a, mi] = num / npig[valid, k, a][:, None]
+                num = (tp[:, hit] & (rank[hit] < md)).astype(np.float64) @ rows  # [T, b] true positives found
+                ar[valid, :, k, a, mi] = (num / npig[valid, k, a]).T
     with np.errstate(all='ignore'), warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
         per_k = lambda x: np.nanmean(x, axis=1)  # [B, K]

@@ -297,8 +297,8 @@ class _DetAccum:
         hw, offset = win[:, [3, 2]], win[:, [0, 1, 0, 1]]
         d_img, d_box, d_lbl, d_score = self._cat(self.dets, 4)
         g_img, g_box, g_lbl = self._cat(self.gts, 3)
-        d_px = bbox_to_pixels(d_box, hw[d_img]) + offset[d_img]
-        g_px = bbox_to_pixels(g_box, hw[g_img]) + offset[g_img]
+        d_px = bbox_to_pixels(d_box, hw, img=d_img) + offset[d_img]
+        g_px = bbox_to_pixels(g_box, hw, img=g_img) + offset[g_img]
         g_diff = torch.zeros(len(g_lbl), dtype=torch.bool)
         c_img, c_box, c_lbl = [], [], []
         if is_rec:
