@@ -21,7 +21,7 @@ from .boxes import bbox_to_pixels, unpad
 from .data.records import DetRecord, DetImage
 from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
-from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
+from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes, cpu_channels_last_helps, channels_last_batch
 from .export import DetExport, write_onnx
 from .metrics import coco_evaluation, detection_results
 from .thresholds import ScoreThreshold, threshold_of, model_threshold, keep_from
@@ -29,8 +29,8 @@ from .ema import add_ema
 from .distrib import patch_fastai_ddp
 
 # %% auto #0
-__all__ = ['CollapseCheck', 'DetLearner', 'add_normalize', 'check_batch_norm', 'make_learner', 'ssd_learner',
-           'efficientdet_learner', 'ValidateLastEpoch', 'NoValidation']
+__all__ = ['CollapseCheck', 'ChannelsLastTraining', 'DetLearner', 'add_normalize', 'check_batch_norm', 'make_learner',
+           'ssd_learner', 'efficientdet_learner', 'ValidateLastEpoch', 'NoValidation']
 
 # %% ../nbs/20_learner.ipynb #k002
 class CollapseCheck(Callback):
@@ -59,6 +59,18 @@ class CollapseCheck(Callback):
                           f"the same box within {box_range:.1%} of the image). Fine-tune from pretrained weights (`fastdet train`'s default), "
                           f"or train longer with augmentation.", stacklevel=2)
 
+# %% ../nbs/20_learner.ipynb #k010
+class ChannelsLastTraining(Callback):
+    "Train on the CPU in channels-last memory format (model and batches): oneDNN's convolutions and their gradients run about 1.7x faster (torchvision's SSDLite320, batch 16). The model's own format is restored after the fit, so what is saved or exported is as before. Does nothing on a GPU, where fastai's `to_channelslast` (with mixed precision) is the way."
+    order = -1  # before `DistributedTrainer` wraps the model, and before the callbacks that read the batch
+    def before_fit(self):
+        self.active = cpu_channels_last_helps(self.model)
+        if self.active: self.model.to(memory_format=torch.channels_last)
+    def before_batch(self):
+        if self.active: self.learn.xb = channels_last_batch(self.xb)
+    def after_fit(self):
+        if self.active: self.model.to(memory_format=torch.contiguous_format)
+
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):
     "A fastai `Learner` for detection: `predict` / `predict_batch` in the original image's pixels, `show_results` beside the ground truth, `export_onnx`."
@@ -66,7 +78,7 @@ class DetLearner(Learner):
         input_spec:InputSpec=None, # How the model sees an image (default: read from `dls` now, `InputSpec.from_dls`)
         **kwargs # Passed to fastai's `Learner`
     ):
-        super().__init__(dls, model, cbs=[CollapseCheck()] + list(cbs if isinstance(cbs, (list, tuple)) else [] if cbs is None else [cbs]), **kwargs)
+        super().__init__(dls, model, cbs=[CollapseCheck(), ChannelsLastTraining()] + list(cbs if isinstance(cbs, (list, tuple)) else [] if cbs is None else [cbs]), **kwargs)
         self.input_spec = ifnone(input_spec, InputSpec.from_dls(dls))
 
     family:DetFamily = None  # the family that made the model (`make_learner` sets it)

@@ -15,18 +15,27 @@ from .boxes import unpad
 from .data.records import DetRecord, DetImage, ImageError
 
 # %% auto #0
-__all__ = ['ChannelsLastInference', 'images_dl', 'StreamDetections', 'draw_boxes']
+__all__ = ['cpu_channels_last_helps', 'channels_last_batch', 'ChannelsLastInference', 'images_dl', 'StreamDetections',
+           'draw_boxes']
 
 # %% ../nbs/17_prediction.ipynb #f004
+def cpu_channels_last_helps(model)->bool:
+    "Whether `model` has 2-D convolutions (kernels larger than 1x1) on the CPU, in the default memory format: where channels-last is faster."
+    p = next((p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1), None)
+    return p is not None and p.device.type == 'cpu' and not p.is_contiguous(memory_format=torch.channels_last)
+
+def channels_last_batch(xb:tuple)->tuple:
+    "The images `[B, C, H, W]` of a batch in channels-last memory format, the rest as it is."
+    return tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in xb)
+
 class ChannelsLastInference(Callback):
     "Predict on the CPU in channels-last memory format (model and batches): oneDNN's convolutions run 1.3-1.8x faster (SSDLite backbones, batches of 1-32); the model's own format is restored after (not after an exception inside the prediction, where it stays channels-last: the same function). Does nothing on a GPU."
     order = -1  # before the callbacks that read the batch
     def before_validate(self):
-        p = next((p for p in self.model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1), None)
-        self.active = p is not None and p.device.type == 'cpu' and not p.is_contiguous(memory_format=torch.channels_last)
+        self.active = cpu_channels_last_helps(self.model)
         if self.active: self.model.to(memory_format=torch.channels_last)
     def before_batch(self):
-        if self.active: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if isinstance(x, Tensor) and x.ndim == 4 else x for x in self.xb)
+        if self.active: self.learn.xb = channels_last_batch(self.xb)
     def after_validate(self):
         if self.active: self.model.to(memory_format=torch.contiguous_format)
 
