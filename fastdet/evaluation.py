@@ -39,6 +39,15 @@ def _stable_order(key:np.ndarray, top:int)->np.ndarray:
     "`np.argsort(key, kind='stable')` of integers in `[0, top)`, in 16 bits where they fit (numpy's radix sort)."
     return np.argsort(key.astype(np.uint16) if top <= 1 << 16 else key, kind='stable')
 
+def _descending(x:np.ndarray)->np.ndarray:
+    "`np.argsort(-x, kind='stable')`, 3x faster where the values are float32 numbers (detection scores): two 16-bit radix passes over their bits."
+    f = (x + 0.).astype(np.float32)  # -0.0 as 0.0: equal values keep their input order
+    if not np.array_equal(f, x) or np.isnan(f).any(): return np.argsort(-x, kind='stable')
+    b = f.view(np.uint32)
+    key = ~np.where(b >> 31, ~b, b | np.uint32(1 << 31))  # as unsigned integers, in decreasing order of the floats
+    order = np.argsort((key & 0xFFFF).astype(np.uint16), kind='stable')
+    return order[np.argsort((key[order] >> 16).astype(np.uint16), kind='stable')]
+
 def _segments(key:np.ndarray)->tuple:
     "Start of each run of equal values of a sorted `key`, and the run index of each row."
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
@@ -108,7 +117,7 @@ def match_coco(
     # input: COCOeval's accumulation order (its mergesort over the images in order, each image's detections by rank)
     n_img = int(d_img.max()) + 1 if len(d_img) else 0
     di = di[_stable_order(d_img[di], n_img)]
-    di = di[np.argsort(-d_score[di], kind='stable')]
+    di = di[_descending(d_score[di])]
     acc = di[_stable_order(dk[di], K)]
     di = acc[_stable_order(d_img[acc], n_img)]  # equal scores keep their input order, as COCOeval's mergesort
     pair = d_img[di] * max(K, 1) + dk[di]
@@ -132,8 +141,15 @@ def match_coco(
     d_area = d_xywh[acc, 2] * d_xywh[acc, 3]
     d_out = (d_area[None] < lo[:, None]) | (d_area[None] > hi[:, None])  # [A, D]
     # every (detection, ground truth) pair of the same image and category with an IoU that can match
-    gs, ge = np.searchsorted(gpair, pair, 'left')[at[acc]], np.searchsorted(gpair, pair, 'right')[at[acc]]  # `pair` is sorted: faster
-    ng = ge - gs
+    d_pair = d_img[acc] * max(K, 1) + dk[acc]
+    n_pair = int(max(d_pair.max(initial=0), gpair.max(initial=0))) + 1
+    if n_pair <= 4 * (D + G):  # a table of all (image, category) pairs: cheaper than searching
+        ng = np.bincount(gpair, minlength=n_pair)
+        gs = (np.cumsum(ng) - ng)[d_pair]
+        ng = ng[d_pair]
+    else:
+        gs = np.searchsorted(gpair, pair, 'left')[at[acc]]  # `pair` is sorted: faster than `d_pair`
+        ng = np.searchsorted(gpair, pair, 'right')[at[acc]] - gs
     e_d = np.repeat(np.arange(D), ng)
     e_g = np.repeat(gs - np.cumsum(np.r_[0, ng[:-1]]), ng) + np.arange(ng.sum()) if D else np.zeros(0, np.int64)
     crowd = g_crowd[gi]
@@ -199,9 +215,9 @@ def _accumulate(m:COCOMatches)->tuple:
     precision, recall = -np.ones((T, R, K, A)), -np.ones((T, K, A, M))
     npig = m.npig()
     first = np.searchsorted(m.d_k, np.arange(K))  # each category's first detection
-    for a in range(A):
+    def area(a):
         kk = np.flatnonzero(npig[:, a] > 0)
-        if not len(kk): continue
+        if not len(kk): return
         t_, p_ = np.nonzero(m.tp[a])  # by threshold, then position: grouped by (threshold, category)
         k_ = m.d_k[p_]
         for mi, md in enumerate(MAX_DETS):
@@ -209,7 +225,7 @@ def _accumulate(m:COCOMatches)->tuple:
             n_tp = np.bincount(t_[found] * K + k_[found], minlength=T * K).reshape(T, K)
             recall[:, kk, a, mi] = n_tp[:, kk] / npig[kk, a]
         precision[:, :, kk, a] = 0
-        if not len(p_): continue
+        if not len(p_): return
         fp_sum = np.cumsum(m.fp[a], axis=1, dtype=np.int32)  # [T, D]
         before = np.where(first > 0, fp_sum[:, np.maximum(first - 1, 0)], 0)  # [T, K] false positives of earlier categories
         start, seg = _segments(t_ * K + k_)
@@ -219,8 +235,8 @@ def _accumulate(m:COCOMatches)->tuple:
         g_t, g_k = t_[start], k_[start]
         count = np.diff(np.r_[start, len(p_)])
         j = _first_reached(count, npig[g_k, a])
-        q = np.where(j < count[:, None], env[np.minimum(start[:, None] + j, len(env) - 1)], 0.)
-        precision[g_t, :, g_k, a] = q
+        precision[g_t, :, g_k, a] = np.where(j < count[:, None], env[np.minimum(start[:, None] + j, len(env) - 1)], 0.)
+    with ThreadPoolExecutor(min(A, os.cpu_count() or 1)) as ex: list(ex.map(area, range(A)))  # numpy lets go of the GIL in the long steps
     return precision, recall
 
 def _summarize(precision, recall)->dict:
@@ -380,7 +396,7 @@ def match_voc(g_img, g_box, g_lbl, g_diff, d_img, d_box, d_lbl, d_score, n:int, 
         iou[d_lbl[di][:, None] != g_lbl[gi][None]] = -np.inf
         best = iou.argmax(1)
         ovmax[di], jmax[di] = iou[np.arange(len(di)), best], gi[best]
-    order = np.argsort(-d_score, kind='stable')
+    order = _descending(d_score)
     hit = ovmax[order] > iou_thresh
     diff = hit & g_diff[np.maximum(jmax[order], 0)] if len(g_diff) else np.zeros(D, bool)
     first = np.zeros(D, bool)

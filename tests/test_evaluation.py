@@ -73,6 +73,19 @@ def test_random_sets_are_pycocotools_to_the_bit(seed):
     assert np.array_equal(ev.precision, E.eval['precision'][..., -1]) and np.array_equal(ev.recall, E.eval['recall'])
 
 
+def test_sparse_sets_are_pycocotools_to_the_bit():
+    "Most images empty: (image, category) pairs are looked up by search rather than in a table of all pairs."
+    gt, dets = random_set(3)
+    spread = lambda i: 200 * i - 199
+    gt = dict(images=[dict(id=i) for i in range(1, spread(len(gt['images'])) + 1)], categories=gt['categories'],
+              annotations=[{**a, 'image_id': spread(a['image_id'])} for a in gt['annotations']])
+    dets = [{**d, 'image_id': spread(d['image_id'])} for d in dets]
+    ev = evaluate_coco(*arrays(gt, dets), n=len(gt['images']), cat_ids=[c['id'] for c in gt['categories']])
+    E = pycocotools_stats(gt, dets)
+    assert list(ev.stats.values()) == E.stats.tolist()
+    assert np.array_equal(ev.precision, E.eval['precision'][..., -1]) and np.array_equal(ev.recall, E.eval['recall'])
+
+
 def test_a_resample_is_pycocotools_on_the_resampled_images(synthetic):
     "Weights `w` give what pycocotools gives on the set in which image i appears w[i] times (distinct scores)."
     gt, dets, m = synthetic
