@@ -199,6 +199,9 @@ class SaveProgress(Callback):
     def after_epoch(self):
         validated = self.rule is not None and bool(self.learn.metrics) and self.learn.metrics[0].value is not None
         new = validated and self.rule.update(self.epoch, epoch_matches(self.learn))  # every process: the same decision (the metric holds all their images)
+        if validated:  # the files carry the threshold of the weights they hold, as model.pth does
+            r = self.learn.metrics[0]._result()
+            self.learn.score_thresh = threshold_of(r and r['eval'], f"F1-optimal on the {len(self.dls.valid_ds)} validation images of {self.out}, epoch {self.epoch + 1}")
         if is_rank0():
             (self.out/'models').mkdir(exist_ok=True)
             save_detector(self.learn, self.out/'models'/'last.pth', with_opt=True)

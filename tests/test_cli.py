@@ -154,7 +154,11 @@ def test_every_epoch_keeps_the_best_model(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     from fastdet.modelfile import load_detector
     assert (tmp_path/'o'/'best.pth').is_file() and (tmp_path/'o'/'models'/'last.pth').is_file()
-    assert load_detector(tmp_path/'o'/'best.pth').dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
+    best, last = load_detector(tmp_path/'o'/'best.pth'), load_detector(tmp_path/'o'/'models'/'last.pth')
+    assert best.dls.vocab[1:] == ['circle', 'cross', 'square', 'triangle']
+    for m in (best, last):  # each with the threshold of its own epoch, where one was found
+        assert m.score_thresh is None or ', epoch ' in m.score_thresh.source
+    assert last.score_thresh is None or last.score_thresh.source.endswith('epoch 2')
 
 def test_predict_skips_a_too_large_image_and_keeps_going(trained, tmp_path, monkeypatch, capsys):
     "13.9 through the command: an image over PIL's limit is named and skipped; the other images' detections are written."
