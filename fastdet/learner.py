@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy, warnings
 from pathlib import Path
 import torch
-from fastcore.basics import ifnone
+from fastcore.basics import ifnone, noop
 from fastcore.meta import delegates
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
@@ -21,7 +21,7 @@ from .boxes import bbox_to_pixels, unpad
 from .data.records import DetRecord, DetImage
 from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
-from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes, cpu_channels_last_helps, channels_last_batch
+from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
 from .export import DetExport, write_onnx
 from .metrics import coco_evaluation, detection_results
 from .thresholds import ScoreThreshold, threshold_of, model_threshold, keep_from
@@ -60,16 +60,11 @@ class CollapseCheck(Callback):
                           f"or train longer with augmentation.", stacklevel=2)
 
 # %% ../nbs/20_learner.ipynb #k010
-class ChannelsLastTraining(Callback):
-    "Train on the CPU in channels-last memory format (model and batches): oneDNN's convolutions and their gradients run about 1.7x faster (torchvision's SSDLite320, batch 16). The model's own format is restored after the fit, so what is saved or exported is as before. Does nothing on a GPU, where fastai's `to_channelslast` (with mixed precision) is the way."
+class ChannelsLastTraining(ChannelsLastInference):
+    "Train on the CPU in channels-last memory format (model and batches): oneDNN's convolutions and their gradients run about 1.7x faster (torchvision's SSDLite320, batch 16). The model's own format is restored after the fit, so what is saved or exported is as before. Does nothing on a GPU, where fastai's `to_channelslast` (with mixed precision) is the way. (fastai wraps `validate` and `get_preds` in `before_fit` / `after_fit` too: they run channels-last as well.)"
     order = -1  # before `DistributedTrainer` wraps the model, and before the callbacks that read the batch
-    def before_fit(self):
-        self.active = cpu_channels_last_helps(self.model)
-        if self.active: self.model.to(memory_format=torch.channels_last)
-    def before_batch(self):
-        if self.active: self.learn.xb = channels_last_batch(self.xb)
-    def after_fit(self):
-        if self.active: self.model.to(memory_format=torch.contiguous_format)
+    before_fit, after_fit = ChannelsLastInference._to_channels_last, ChannelsLastInference._restore
+    before_validate = after_validate = noop  # (inside a fit the model is already channels-last)
 
 # %% ../nbs/20_learner.ipynb #c007
 class DetLearner(Learner):

@@ -31,13 +31,14 @@ def channels_last_batch(xb:tuple)->tuple:
 class ChannelsLastInference(Callback):
     "Predict on the CPU in channels-last memory format (model and batches): oneDNN's convolutions run 1.3-1.8x faster (SSDLite backbones, batches of 1-32); the model's own format is restored after (not after an exception inside the prediction, where it stays channels-last: the same function). Does nothing on a GPU."
     order = -1  # before the callbacks that read the batch
-    def before_validate(self):
+    def _to_channels_last(self):
         self.active = cpu_channels_last_helps(self.model)
         if self.active: self.model.to(memory_format=torch.channels_last)
     def before_batch(self):
         if self.active: self.learn.xb = channels_last_batch(self.xb)
-    def after_validate(self):
+    def _restore(self):
         if self.active: self.model.to(memory_format=torch.contiguous_format)
+    before_validate, after_validate = _to_channels_last, _restore
 
 # %% ../nbs/17_prediction.ipynb #f007
 class _Images:
