@@ -6,14 +6,13 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import contextlib, inspect, io, itertools, json, math, os, signal, sys, threading, time, warnings
+import contextlib, hashlib, inspect, io, itertools, json, math, os, signal, sys, threading, time, warnings
 from types import SimpleNamespace
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
 from fastai.learner import load_learner
-from fastai.vision.augment import Flip
 from fastai.data.transforms import RandomSplitter
 from fastai.callback.core import Callback, CancelTrainException, CancelFitException
 from fastai.callback.progress import CSVLogger
@@ -23,8 +22,8 @@ from .options import TrainOptions, takes_options
 from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders
-from .data.augment import ssd_aug_transforms
-from .learner import ValidateLastEpoch, NoValidation
+from .data.augment import DetFlip, ssd_aug_transforms
+from .learner import DetLearner, ValidateLastEpoch, NoValidation, make_learner
 from .modelfile import save_detector, load_detector, load_training_state, MAX_SIZE
 from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
                              pretrained_learner)
@@ -41,7 +40,7 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
            'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap',
-           'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models']
+           'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models', 'shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -132,7 +131,7 @@ def train_dls(
     **kwargs # Passed to `DetDataLoaders.from_records`
 )->tuple:
     "The `DataLoaders` of `fastdet train` and a description of the data: `(dls, info)`."
-    kwargs.setdefault('batch_tfms', [Flip()])
+    kwargs.setdefault('batch_tfms', [DetFlip()])  # (training only: fastai's `Flip` also resamples every validation image, by an identity warp)
     if workers is not None: kwargs['num_workers'] = workers
     if device is not None: kwargs['device'] = device
     if data is None:
@@ -251,7 +250,7 @@ class RunLog(CSVLogger):
 def aug_tfms(aug:str)->list:
     "The batch transforms of `--aug`: 'ssd' (`ssd_aug_transforms()`: photometric distortion, zoom out, min-IoU crop, flip), 'flip', or 'none'."
     if aug == 'ssd': return ssd_aug_transforms()
-    if aug == 'flip': return [Flip()]
+    if aug == 'flip': return [DetFlip()]
     if aug == 'none': return []
     raise CLIError(f"--aug {aug}: expected ssd, flip or none")
 
@@ -634,3 +633,38 @@ def compare_models(
         with atomic_path(out/name) as tmp: df.to_csv(tmp, index=False)
     print(f"results in {out}: compare.csv, compare_per_class.csv")
     return stats, per
+
+# %% ../nbs/38_commands.ipynb #c021
+def _cache_dir(cache=None)->Path:
+    return Path(cache or os.environ.get('FASTDET_CACHE') or Path.home()/'.cache'/'fastdet')
+
+@contextlib.contextmanager
+def _locked(fname:Path):
+    "Hold an exclusive lock on `fname` (POSIX; elsewhere, no lock): two processes asking for the same cached model train it once."
+    try: import fcntl
+    except ImportError: yield; return
+    with open(fname, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+def shapes_detector(
+    cache=None, # Folder that keeps the trained model (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
+    **kwargs # Passed to `make_learner` (`metrics`, `cbs`, ...)
+)->DetLearner:
+    "The main job's detector (`train()` on the built-in shapes with `SHAPES_RECIPE`), trained on first use and cached; a learner on the same shapes `DataLoaders`, with the run's score threshold."
+    key = hashlib.sha1(json.dumps(SHAPES_RECIPE, sort_keys=True).encode()).hexdigest()[:8]
+    root = _cache_dir(cache)
+    root.mkdir(parents=True, exist_ok=True)
+    run = root/f'shapes-{fastdet.__version__}-{key}'
+    with _locked(root/f'{run.name}.lock'):
+        if not (run/'progress.json').is_file() or not _finished(json.loads((run/'progress.json').read_text())):
+            print(f"training the main job's detector once (about 3 minutes on a 2-core CPU) into {run}")
+            train(out=run, exist_ok=True, show=False)
+    a = SimpleNamespace(**json.loads((run/'args.json').read_text()))
+    dls, _ = train_dls(None, size=a.size, bs=a.bs, n=a.n, seed=a.seed, batch_tfms=aug_tfms(a.aug))
+    learn = make_learner(dls, a.arch, str(run/'model.pth'), **kwargs)
+    learn.unfreeze()
+    t = load_detector(run/'model.pth').score_thresh
+    learn.score_thresh = t if t is None else replace(t, source=f"F1-optimal on the {len(dls.valid_ds)} validation images of the main job")
+    return learn

@@ -69,12 +69,15 @@ def predict_files(
     score_thresh:float=None, # Detections kept from this score on (default: the model's own `score_thresh`, else 0.3)
     save_images:bool=False, # Also draw each image's detections into `out/images`
 )->tuple:
-    "Detections of `model` on the images of `paths`, streamed to `out/detections.json` (COCO results): `(results, skipped files)`; the score threshold and where it came from said once."
-    files = image_files(paths)
-    if not files: raise ValueError(f"no images found in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
+    "Detections of `model` on the images of `paths` (leaving out `out/images`, its own drawings), streamed to `out/detections.json` (COCO results): `(results, skipped files)`; the score threshold and where it came from said once."
+    out = Path(out)
+    drawn = (out/'images').resolve()  # a folder holding an earlier run's output: its drawings are not photos to predict on
+    files = [(f, n) for f, n in image_files(paths) if drawn not in f.resolve().parents]
+    if not files: raise ValueError(f"no images found in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}" +
+                                   (f" (outside {out/'images'}, where this writes its drawings)" if image_files(paths) else ''))
     score_thresh, why = threshold_to_use(score_thresh, getattr(model, 'score_thresh', None), .3)
     print(f"score threshold {score_thresh:.3g} ({why})", file=sys.stderr)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     vocab, cats = _vocab_categories(model)
     name2id = {v: i for i, v in enumerate(vocab)} | {v: k for k, v in cats.items()}
     results, skipped, done = [], [], [0]

@@ -4,7 +4,10 @@
 nbdev renders its sites with Quarto, which no registry here carries. This keeps nbdev's own processing and swaps
 only the renderer:
 1. copy the project to a scratch folder and execute its notebooks there (`nbdev-test --save`), so examples show
-   their outputs (`slow` cells stay unexecuted unless --slow);
+   their outputs (`slow` cells stay unexecuted unless --slow). The tutorials' trained detector (`shapes_detector`: the
+   main job, about 3 minutes) is trained first, once, into `$FASTDET_CACHE` (default: a folder of this build), and
+   fastai's training table renders as HTML, as Jupyter shows it (an IPython startup file of this build selects
+   fastprogress's notebook bars; only the final table of each fit is kept);
 2. nbdev's `proc_nbs` applies the directives (hidden cells dropped, `show_doc` rendered as markdown API entries,
    front matter from the title cell) into `_proc/`;
 3. the processed notebooks are made plain nbformat (nbdev's `has_sd` cell key removed, Quarto-only syntax turned
@@ -16,7 +19,7 @@ Usage: python scripts/build_docs.py [--out docs] [--slow] [--no-exec]
 
 The docs test (tests/test_docs.py) runs it with --slow: that build is also the suite's nbdev-test of every notebook.
 """
-import argparse, json, re, shutil, subprocess, sys, tempfile
+import argparse, json, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +38,26 @@ def _clean_md(s, prefix):
     s = re.sub(r'\{target="_blank"[^}]*\}', '', s)  # Quarto link attributes
     s = s.replace('https://fastdet.github.io/fastdet/', prefix)  # nbdev doc links -> this site
     return s
+
+_NB_BARS = """# fastdet's docs build: fastai's HTML training table, as Jupyter shows it (execnb's shell is not Jupyter's)
+import fastprogress.fastprogress as fp
+fp.master_bar, fp.progress_bar = fp.NBMasterBar, fp.NBProgressBar
+"""
+
+def _is_bar(o)->bool:
+    "A display of fastprogress (its bars, its table, its style sheet)."
+    html = ''.join(o.get('data', {}).get('text/html', ''))
+    return o.get('output_type') == 'display_data' and ('class="fastprogress"' in html or '<progress' in html or 'progress {' in html or not html.strip() and 'text/html' in o.get('data', {}))
+
+def _final_tables(outputs:list)->list:
+    "Each run of fastprogress displays (every update is a new output outside Jupyter) reduced to its last, without bars: the training table."
+    out = []
+    for i, o in enumerate(outputs):
+        if not _is_bar(o): out.append(o); continue
+        if i + 1 < len(outputs) and _is_bar(outputs[i + 1]): continue
+        html = ''.join(o['data']['text/html'])
+        if 'class="fastprogress"' in html and '<progress' not in html: out.append(dict(o, data={'text/html': html}))
+    return out
 
 def _plain(nb_path, out_dir):
     "Make one processed notebook plain nbformat for mkdocs-jupyter; returns (page file, title)."
@@ -57,6 +80,7 @@ def _plain(nb_path, out_dir):
             if any(d.startswith('echo: false') or d.startswith('echo:false') for d in dirs):
                 c['metadata']['tags'] = ['hide_input']
             c['source'] = '\n'.join(l for l in src.splitlines() if not _DIRECTIVE.match(l))
+            c['outputs'] = _final_tables(c.get('outputs', []))
             for o in c.get('outputs', []):
                 if 'text/markdown' in o.get('data', {}):
                     o['data']['text/markdown'] = _clean_md(''.join(o['data']['text/markdown']), '')
@@ -88,8 +112,14 @@ def build(out=ROOT/'docs', execute=True, slow=False):
         shutil.copytree(ROOT/'fastdet', tmp/'fastdet', ignore=shutil.ignore_patterns('__pycache__'))
         shutil.copy(ROOT/'pyproject.toml', tmp)
         if execute:
+            env = dict(os.environ, IPYTHONDIR=str(tmp/'ipython'))
+            env.setdefault('FASTDET_CACHE', str(tmp/'cache'))
+            (tmp/'ipython'/'profile_default'/'startup').mkdir(parents=True)
+            (tmp/'ipython'/'profile_default'/'startup'/'00-fastai-html-table.py').write_text(_NB_BARS)
+            r = subprocess.run([sys.executable, '-c', 'from fastdet.commands import shapes_detector; shapes_detector()'], cwd=tmp, env=env, capture_output=True, text=True)
+            if r.returncode: raise RuntimeError(f"training the tutorials' detector failed:\n{(r.stdout + r.stderr)[-4000:]}")
             cmd = [str(BIN/'nbdev-test'), '--save', '--n-workers', '2'] + (['--flags', 'slow'] if slow else [])
-            r = subprocess.run(cmd + ['--do-print'], cwd=tmp, capture_output=True, text=True)
+            r = subprocess.run(cmd + ['--do-print'], cwd=tmp, env=env, capture_output=True, text=True)
             log = r.stdout + r.stderr
             if r.returncode: raise RuntimeError(f'executing the notebooks failed:\n{log[-6000:]}')
             n_run = log.count('- Completed ')

@@ -108,6 +108,10 @@ def test_predict_files_skips_and_lists_unreadable(ssdlite, data_dir, tmp_path, c
         assert len(mine) == int(k.sum()) > 0
         assert same_dets((torch.tensor([r['bbox'] for r in mine]), [r['score'] for r in mine], [r['category_name'] for r in mine]),
                          (convert_boxes(b[k], 'xyxy', 'xywh'), s[k], [x for x, kk in zip(n, k) if kk]), px=.011)
+    # the output folder inside the photos' folder, run twice: its own drawings are never taken for photos
+    for _ in range(2):
+        with ssdlite.no_bar(): again, _ = predict_files(ssdlite, [d], d/'out', bs=2, num_workers=0, score_thresh=.0125, save_images=True)
+        assert len(list((d/'out'/'images').rglob('*.png'))) == 3 and {r['file_name'] for r in again} == {r['file_name'] for r in results}
 
 def _batch(files, learn):
     "Real images at the learner's size, RGB in [0, 1]."
