@@ -105,6 +105,38 @@ def _relative_links(site:Path):
         fixed = re.sub(r'((?:href|src|action)=")/(?!/)', r'\1', html)
         if fixed != html: page.write_text(fixed)
 
+# `DetLearner` methods that are fastai's own (documented there): nbdev links them to this site's learner page
+FASTAI_LEARNER = {'fit': 'https://docs.fast.ai/learner.html#learner.fit', 'fine_tune': 'https://docs.fast.ai/callback.schedule.html#learner.fine_tune',
+                  'fit_one_cycle': 'https://docs.fast.ai/callback.schedule.html#learner.fit_one_cycle', 'export': 'https://docs.fast.ai/learner.html#learner.export',
+                  'distrib_ctx': 'https://docs.fast.ai/distributed.html#learner.distrib_ctx', 'lr_find': 'https://docs.fast.ai/callback.schedule.html#learner.lr_find'}
+
+def _fix_anchors(site:Path)->list:
+    """Make the site's in-page anchors and its headings' ids agree: nbdev links a method as `#class.method` where the
+    page's id is `classmethod`; mkdocs-jupyter's table of contents cuts a heading's id at its first code span; fastai's
+    own `Learner` methods go to fastai's docs; links to private names go to their page. Returns what still does not resolve."""
+    pages = {p.name: p.read_text() for p in site.glob('*.html')}
+    ids = {n: set(re.findall(r'\sid="([^"]+)"', h)) for n, h in pages.items()}
+    left = []
+    def fix(page, m):
+        target, _, anchor = m.group(1).partition('#')
+        t = target or page
+        if t not in ids or anchor in ids[t]: return m.group(0)
+        if anchor.replace('.', '') in ids[t]: return f'href="{target}#{anchor.replace(".", "")}"'
+        def words_in(i):  # the anchor's words, in order, among the id's (the id has the code spans' words too)
+            it = iter(i.split('-'))
+            return all(w in it for w in anchor.split('-'))
+        longer = [i for i in ids[t] if '-' in anchor and words_in(i)]
+        if len(longer) == 1: return f'href="{target}#{longer[0]}"'
+        cls, _, meth = anchor.rpartition('.')
+        if cls == 'detlearner' and meth in FASTAI_LEARNER: return f'href="{FASTAI_LEARNER[meth]}"'
+        if anchor.startswith('_'): return f'href="{t}"'
+        left.append(f'{page}: {m.group(1)}')
+        return m.group(0)
+    for name, html in pages.items():
+        fixed = re.sub(r'href="((?!https?:|mailto:)[^"#]*#[^"]+)"', lambda m: fix(name, m), html)
+        if fixed != html: (site/name).write_text(fixed)
+    return left
+
 def build(out=ROOT/'docs', execute=True, slow=False):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -146,6 +178,8 @@ def build(out=ROOT/'docs', execute=True, slow=False):
         r = subprocess.run([str(BIN/'mkdocs'), 'build', '-q', '-f', str(tmp/'mkdocs.yml')], capture_output=True, text=True)
         if r.returncode: raise RuntimeError(f'mkdocs failed:\n{r.stderr[-4000:]}')
         _relative_links(Path(out))
+        left = _fix_anchors(Path(out))
+        if left: print(f"anchors that resolve nowhere ({len(left)}):\n  " + '\n  '.join(left))
     return Path(out)
 
 if __name__ == '__main__':
