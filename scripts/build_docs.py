@@ -44,6 +44,24 @@ import fastprogress.fastprogress as fp
 fp.master_bar, fp.progress_bar = fp.NBMasterBar, fp.NBProgressBar
 """
 
+# nbdev's processing, with its doc links reaching fastai's docs (`Learner`, `DataBlock`, `Learner.fine_tune`, ...) and
+# the names a reader means: `predict`, `learn.predict` and `show_results` are `DetLearner`'s, `export` is fastai's
+# `Learner.export` (not the command functions of fastdet.commands, which the prose calls `fastdet predict`)
+_PROC = """
+import nbdev.processors as P, nbdev.doclinks as D
+class Lookup(D.NbdevLookup):
+    MEANT = {'predict': 'DetLearner.predict', 'predict_batch': 'DetLearner.predict_batch', 'show_results': 'DetLearner.show_results',
+             'export_onnx': 'DetLearner.export_onnx', 'export': 'Learner.export', 'fine_tune': 'Learner.fine_tune',
+             'fit_one_cycle': 'Learner.fit_one_cycle', 'lr_find': 'Learner.lr_find'}
+    def __init__(self, *args, **kwargs): super().__init__(strip_libs='fastdet fastai')
+    def __getitem__(self, s):
+        if s.startswith('learn.'): s = s[len('learn.'):]
+        s = self.MEANT.get(s, s)
+        return super().__getitem__(s) or (super().__getitem__('Learner.' + s.split('.', 1)[1]) if s.startswith('DetLearner.') else None)
+P.NbdevLookup = Lookup
+from nbdev.serve import proc_nbs; proc_nbs(n_workers=0)
+"""
+
 def _is_bar(o)->bool:
     "A display of fastprogress (its bars, its table, its style sheet)."
     html = ''.join(o.get('data', {}).get('text/html', ''))
@@ -59,12 +77,27 @@ def _final_tables(outputs:list)->list:
         if 'class="fastprogress"' in html and '<progress' not in html: out.append(dict(o, data={'text/html': html}))
     return out
 
-def _plain(nb_path, out_dir):
+def _class_names()->set:
+    "fastdet's public classes (each module's `__all__`), whose API entries nbdev's signature shows as `def Name(`."
+    import importlib, inspect
+    sys.path.insert(0, str(ROOT))
+    from fastdet._modidx import d
+    return {n for mod in d['syms'] for m in [importlib.import_module(mod)] for n in getattr(m, '__all__', []) if inspect.isclass(getattr(m, n, None))}
+
+def _class_signature(md:str, classes:set)->str:
+    "`def Name(` -> `class Name(` in an API entry of a class."
+    return re.sub(r'(```python\s*\n\s*)def (\w+)\(', lambda m: f'{m.group(1)}class {m.group(2)}(' if m.group(2) in classes else m.group(0), md, count=1)
+
+def _plain(nb_path, out_dir, classes=frozenset()):
     "Make one processed notebook plain nbformat for mkdocs-jupyter; returns (page file, title)."
     nb = json.loads(Path(nb_path).read_text())
     cells, title, desc, page = [], '', '', ''
     for c in nb['cells']:
-        c.pop('has_sd', None)  # nbdev-only keys that nbformat validation rejects
+        if c.pop('has_sd', None):  # (nbdev's key, which nbformat rejects) an API entry: as a markdown cell, so its heading is in the page's contents
+            md = [''.join(o['data']['text/markdown']) for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+            if c['cell_type'] == 'code' and len(md) == 1:
+                cells.append(dict(cell_type='markdown', metadata={}, source=_class_signature(_clean_md(md[0], ''), classes), id=c.get('id', 'sd')))
+                continue
         c.setdefault('metadata', {}).pop('execution', None)
         if c['cell_type'] == 'raw' and ''.join(c['source']).lstrip().startswith('---'):
             title, desc, page = _front_matter(c)
@@ -93,9 +126,8 @@ def _plain(nb_path, out_dir):
     return name, title or Path(nb_path).stem
 
 EXTRA_CSS = """.jupyter-wrapper .jp-InputPrompt, .jupyter-wrapper .jp-OutputPrompt { display: none !important; }  /* no In[ ]/Out[ ] labels */
-/* long commands in prose wrap; code and outputs scroll sideways where they must keep their columns, with a visible bar */
-.jp-RenderedMarkdown pre, .jp-RenderedMarkdown pre code { white-space: pre-wrap; overflow-wrap: anywhere; }
-.jp-Cell pre, .highlight pre { overflow-x: auto; }
+/* code (in prose too) and outputs keep their lines and indentation: a long line scrolls sideways, with a visible bar */
+.jp-Cell pre, .highlight pre, .jp-RenderedMarkdown pre { white-space: pre; overflow-x: auto; }
 """
 
 def _relative_links(site:Path):
@@ -137,6 +169,40 @@ def _fix_anchors(site:Path)->list:
         if fixed != html: (site/name).write_text(fixed)
     return left
 
+def _symbol_index(src:Path)->str:
+    "Write `api_index.md`: every public symbol (each module's `__all__`) with its page and the first line of its docstring, and a filter box that works opened from disk (no search worker needed); returns the page's file name."
+    import html, importlib
+    sys.path.insert(0, str(ROOT))
+    from fastdet._modidx import d
+    rows = []
+    for mod, syms in d['syms'].items():
+        m = importlib.import_module(mod)
+        for name in getattr(m, '__all__', []):
+            url = syms.get(f'{mod}.{name}', (None,))[0]
+            if url is None: continue
+            doc = (getattr(getattr(m, name, None), '__doc__', None) or '').strip().split('\n')[0]
+            doc = re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(doc))
+            rows.append((name.lower(), f'<tr><td><a href="{url}"><code>{html.escape(name)}</code></a></td><td style="white-space: nowrap"><code>{mod}</code></td><td>{doc}</td></tr>'))
+    body = '\n'.join(r for _, r in sorted(rows))
+    (src/'api_index.md').write_text(f"""# API index
+
+Every public name of fastdet, with its module and what it is. Type to filter (this works opened from disk, too):
+
+<input id="symbol-filter" type="search" placeholder="Filter, e.g. COCOMetric" style="width: 100%; padding: .4em; font-size: 1em">
+
+<table id="symbols"><thead><tr><th>Name</th><th>Module</th><th>What it is</th></tr></thead><tbody>
+{body}
+</tbody></table>
+
+<script>
+document.getElementById('symbol-filter').addEventListener('input', e => {{
+  const q = e.target.value.toLowerCase();
+  document.querySelectorAll('#symbols tbody tr').forEach(r => {{ r.style.display = r.textContent.toLowerCase().includes(q) ? '' : 'none'; }});
+}});
+</script>
+""")
+    return 'api_index.md'
+
 def build(out=ROOT/'docs', execute=True, slow=False):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -157,15 +223,17 @@ def build(out=ROOT/'docs', execute=True, slow=False):
             n_run = log.count('- Completed ')
             if n_run == 0 or 'No files were eligible' in log: raise RuntimeError(f'nbdev-test ran no notebook:\n{log[-2000:]}')
             print(f'executed {n_run} notebooks with nbdev-test')
-        r = subprocess.run([sys.executable, '-c', 'from nbdev.serve import proc_nbs; proc_nbs(n_workers=0)'],
+        r = subprocess.run([sys.executable, '-c', _PROC],
                            cwd=tmp, capture_output=True, text=True)
         if r.returncode: raise RuntimeError(f'nbdev processing failed:\n{r.stderr[-4000:]}')
         src = tmp/'site_src'; src.mkdir()
         (src/'extra.css').write_text(EXTRA_CSS)
-        pages = [_plain(p, src) for p in sorted((tmp/'_proc').rglob('*.ipynb'))]
+        classes = _class_names()
+        pages = [_plain(p, src, classes) for p in sorted((tmp/'_proc').rglob('*.ipynb'))]
         api = [(t, n) for n, t in pages if n != 'index.ipynb' and not n.startswith('tutorial')]
         tuts = [(t, n) for n, t in pages if n.startswith('tutorial')]
-        nav = [{'Home': 'index.ipynb'}, {'API': [{t: n} for t, n in api]}] + ([{'Tutorials': [{t: n} for t, n in tuts]}] if tuts else [])
+        index = _symbol_index(src)
+        nav = [{'Home': 'index.ipynb'}] + ([{'Tutorials': [{t: n} for t, n in tuts]}] if tuts else []) + [{'API': [{t: n} for t, n in api] + [{'API index': index}]}]
         cfg = dict(site_name='fastdet', site_description='Single-shot object detection as first-class fastai citizens',
                    docs_dir=str(src), site_dir=str(Path(out).resolve()), use_directory_urls=False, nav=nav,
                    theme=dict(name='material', font=False, features=['navigation.sections', 'navigation.footer', 'toc.follow']),

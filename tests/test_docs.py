@@ -1,5 +1,5 @@
 "The documentation site builds offline from the notebooks and renders in headless Chromium without console errors."
-import functools, http.server, os, re, shutil, socketserver, subprocess, sys, tempfile, threading
+import functools, html, http.server, os, re, shutil, socketserver, subprocess, sys, tempfile, threading
 from pathlib import Path
 import pytest
 
@@ -87,11 +87,53 @@ def site_problems(site:Path)->dict:
         if bad: out[str(page.relative_to(site))] = bad
     return out
 
+def anchor_problems(site:Path)->list:
+    "Links into a page of the site whose anchor (`page.html#id`, `#id`) names no element of that page."
+    ids = {p.name: set(re.findall(r'\sid="([^"]+)"', p.read_text())) for p in site.glob('*.html')}
+    out = []
+    for p in sorted(site.glob('*.html')):
+        for link in re.findall(r'href="([^"]*#[^"]+)"', p.read_text()):
+            if link.startswith(('http://', 'https://', 'mailto:')): continue
+            page, _, anchor = link.partition('#')
+            page = page or p.name
+            if page in ids and html.unescape(anchor) not in ids[page]: out.append(f'{p.name}: {link}')
+    return out
+
+_OUTPUT = re.compile(r'<div class="jp-OutputArea-output[^"]*"[^>]*>(.*?)</div>\s*</div>', re.S)
+_BAD_OUTPUT = {'a progress bar': re.compile(r'█|\d+\.\d\d% \[\d+/\d+'),
+               'a machine path': re.compile(r'(?<![\w.])/(?:tmp|work|home|root|usr|var)/|site-packages'),
+               'an object repr': re.compile(r'&lt;(?:Axes|matplotlib|Figure)\b|\bobject at 0x[0-9a-f]+')}
+
+def output_problems(site:Path, data=None)->dict:
+    "Per page: output blocks that show a text progress bar, a machine path (of this machine, or of `data`) or an object repr."
+    out = {}
+    for p in sorted(site.glob('*.html')):
+        blocks = _OUTPUT.findall(p.read_text())
+        bad = [f'{what}: {html.unescape(re.sub("<[^>]+>", "", b)).strip()[:120]!r}' for b in blocks for what, rx in _BAD_OUTPUT.items()
+               if rx.search(b) or (data and str(data) in b)]
+        if bad: out[p.name] = bad
+    return out
+
 def test_the_check_finds_what_it_looks_for(tmp_path):
     (tmp_path/'a.html').write_text('<a href="/index.html">x</a><a href="b.html#y">y</a><img src="missing.png">'
                                    '<div data-mime-type="application/vnd.jupyter.stderr">warn</div>')
     (tmp_path/'b.html').write_text('<a href="a.html">a</a><a href="https://example.org/x">e</a>')
     assert site_problems(tmp_path) == {'a.html': ['1 stderr output blocks', 'absolute link /index.html', 'broken link missing.png']}
+
+def test_the_anchor_and_output_checks_find_what_they_look_for(tmp_path):
+    (tmp_path/'a.html').write_text('<h2 id="x">x</h2><a href="#x">ok</a><a href="#y">bad</a><a href="b.html#z">ok</a><a href="b.html#w">bad</a>'
+        '<div class="jp-OutputArea-output"><pre>Epoch 1/3 : |████---| 10.00% [1/10 00:01]</pre></div></div>'
+        '<div class="jp-OutputArea-output"><pre>wrote /tmp/tmpab12/model.pth</pre></div></div>'
+        '<div class="jp-OutputArea-output"><pre>[&lt;Axes: &gt;]</pre></div></div>'
+        '<div class="jp-OutputArea-output"><pre>AP 0.58 [0.55, 0.61] in runs/train/model.pth</pre></div></div>')
+    (tmp_path/'b.html').write_text('<div id="z"></div>')
+    assert anchor_problems(tmp_path) == ['a.html: #y', 'a.html: b.html#w']
+    assert [b.split(':')[0] for b in output_problems(tmp_path)['a.html']] == ['a progress bar', 'a machine path', 'an object repr']
+
+def test_anchors_resolve_and_outputs_are_clean(site):
+    "Every in-site anchor names an element of its page; no output shows a text progress bar, a machine path or an object repr."
+    assert anchor_problems(site) == []
+    assert output_problems(site, os.environ.get('FASTDET_TEST_DATA')) == {}
 
 def test_no_warnings_and_no_broken_links(site):
     "14.6: no stderr block (warnings) in any rendered output; every link relative and to a file of the site, 404.html included."
@@ -108,3 +150,14 @@ def test_subtitles_unquoted_and_code_visible(site, server, browser):
         hidden = browser.execute_script("""return [...document.querySelectorAll('pre')].filter(p => p.scrollWidth > p.clientWidth + 1
             && !['auto', 'scroll'].includes(getComputedStyle(p).overflowX)).map(p => p.textContent.slice(0, 60));""")
         assert hidden == [], (page, hidden)
+
+def test_symbols_found_from_disk(site, browser):
+    "The API index opened from disk (file://, where mkdocs' search worker cannot run): its filter box finds `COCOMetric`, linked to its entry."
+    browser.get((site/'api_index.html').as_uri())
+    browser.find_element('id', 'symbol-filter').send_keys('COCOMetric')
+    rows = [r for r in browser.find_elements('css selector', '#symbols tbody tr') if r.is_displayed()]
+    assert rows and all('cocometric' in r.text.lower() for r in rows), [r.text for r in rows]
+    link = rows[0].find_element('tag name', 'a').get_attribute('href')
+    assert rows[0].text.startswith('COCOMetric') and link.endswith('metrics.html#cocometric'), (rows[0].text, link)
+    n_all = len(browser.find_elements('css selector', '#symbols tbody tr'))
+    assert n_all > 150, n_all  # every public name
