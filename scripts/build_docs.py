@@ -40,8 +40,13 @@ def _clean_md(s, prefix):
     return s
 
 _NB_BARS = """# fastdet's docs build: fastai's HTML training table, as Jupyter shows it (execnb's shell is not Jupyter's)
-import fastprogress.fastprogress as fp
-fp.master_bar, fp.progress_bar = fp.NBMasterBar, fp.NBProgressBar
+def _notebook_bars(*args):  # before every cell: fastai's module may have been imported (with the console bars) before this ran
+    import sys, fastprogress.fastprogress as fp
+    fp.master_bar, fp.progress_bar = fp.NBMasterBar, fp.NBProgressBar
+    p = sys.modules.get('fastai.callback.progress')
+    if p is not None: p.master_bar, p.progress_bar = fp.NBMasterBar, fp.NBProgressBar
+_notebook_bars()
+get_ipython().events.register('pre_run_cell', _notebook_bars)
 """
 
 # nbdev's processing, with its doc links reaching fastai's docs (`Learner`, `DataBlock`, `Learner.fine_tune`, ...) and

@@ -99,18 +99,18 @@ def anchor_problems(site:Path)->list:
             if page in ids and html.unescape(anchor) not in ids[page]: out.append(f'{p.name}: {link}')
     return out
 
-_OUTPUT = re.compile(r'<div class="jp-OutputArea-output[^"]*"[^>]*>(.*?)</div>\s*</div>', re.S)
+_OUTPUT = re.compile(r'<div class="[^"]*jp-OutputArea-output[^"]*"[^>]*>(.*?)</div>', re.S)
 _BAD_OUTPUT = {'a progress bar': re.compile(r'█|\d+\.\d\d% \[\d+/\d+'),
                'a machine path': re.compile(r'(?<![\w.])/(?:tmp|work|home|root|usr|var)/|site-packages'),
-               'an object repr': re.compile(r'&lt;(?:Axes|matplotlib|Figure)\b|\bobject at 0x[0-9a-f]+')}
+               'an object repr': re.compile(r'<(?:Axes|matplotlib|Figure)\b|\bobject at 0x[0-9a-f]+')}
 
 def output_problems(site:Path, data=None)->dict:
     "Per page: output blocks that show a text progress bar, a machine path (of this machine, or of `data`) or an object repr."
     out = {}
     for p in sorted(site.glob('*.html')):
-        blocks = _OUTPUT.findall(p.read_text())
-        bad = [f'{what}: {html.unescape(re.sub("<[^>]+>", "", b)).strip()[:120]!r}' for b in blocks for what, rx in _BAD_OUTPUT.items()
-               if rx.search(b) or (data and str(data) in b)]
+        texts = [html.unescape(re.sub('<[^>]+>', '', b)) for b in _OUTPUT.findall(p.read_text())]  # what a reader sees (not the images' data)
+        found = lambda what, rx, t: rx.search(t) or (what == 'a machine path' and data and str(data) in t)
+        bad = [f'{what}: {t.strip()[:120]!r}' for t in texts for what, rx in _BAD_OUTPUT.items() if found(what, rx, t)]
         if bad: out[p.name] = bad
     return out
 
@@ -122,10 +122,10 @@ def test_the_check_finds_what_it_looks_for(tmp_path):
 
 def test_the_anchor_and_output_checks_find_what_they_look_for(tmp_path):
     (tmp_path/'a.html').write_text('<h2 id="x">x</h2><a href="#x">ok</a><a href="#y">bad</a><a href="b.html#z">ok</a><a href="b.html#w">bad</a>'
-        '<div class="jp-OutputArea-output"><pre>Epoch 1/3 : |████---| 10.00% [1/10 00:01]</pre></div></div>'
-        '<div class="jp-OutputArea-output"><pre>wrote /tmp/tmpab12/model.pth</pre></div></div>'
-        '<div class="jp-OutputArea-output"><pre>[&lt;Axes: &gt;]</pre></div></div>'
-        '<div class="jp-OutputArea-output"><pre>AP 0.58 [0.55, 0.61] in runs/train/model.pth</pre></div></div>')
+        '<div class="jp-RenderedText jp-OutputArea-output"><pre>Epoch 1/3 : |████---| 10.00% [1/10 00:01]</pre></div></div>'
+        '<div class="jp-RenderedText jp-OutputArea-output"><pre>wrote /tmp/tmpab12/model.pth</pre></div></div>'
+        '<div class="jp-RenderedText jp-OutputArea-output"><pre>[&lt;Axes: &gt;]</pre></div></div>'
+        '<div class="jp-RenderedText jp-OutputArea-output"><pre>AP 0.58 [0.55, 0.61] in runs/train/model.pth</pre></div></div>')
     (tmp_path/'b.html').write_text('<div id="z"></div>')
     assert anchor_problems(tmp_path) == ['a.html: #y', 'a.html: b.html#w']
     assert [b.split(':')[0] for b in output_problems(tmp_path)['a.html']] == ['a progress bar', 'a machine path', 'an object repr']

@@ -57,7 +57,12 @@ class DetRecords(list):
     def __init__(self, items=(), categories:dict=None, valid_idx:list=None, source=None):
         super().__init__(items)
         self.categories, self.valid_idx, self.source = categories, valid_idx, source
-    def __repr__(self): return f"DetRecords({len(self)} images from {self.source})"
+    def __repr__(self): return f"DetRecords({len(self)} images from {_short(self.source)})"
+
+def _short(src)->str:
+    "A source as a repr shows it: paths by their last two parts (`coco128/data.yaml`), the full path being in `.source`."
+    if isinstance(src, (tuple, list)): return ', '.join(map(_short, src))
+    return str(Path(*Path(src).parts[-2:])) if isinstance(src, Path) or (isinstance(src, str) and os.sep in src) else str(src)
 
 # %% ../../nbs/01_data.records.ipynb #c009
 class ImageError(OSError):
