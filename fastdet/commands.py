@@ -40,7 +40,8 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
            'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap',
-           'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models', 'shapes_detector']
+           'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models', 'shapes_detector_file',
+           'shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -648,11 +649,10 @@ def _locked(fname:Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-def shapes_detector(
+def shapes_detector_file(
     cache=None, # Folder that keeps the trained model (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
-    **kwargs # Passed to `make_learner` (`metrics`, `cbs`, ...)
-)->DetLearner:
-    "The main job's detector (`train()` on the built-in shapes with `SHAPES_RECIPE`), trained on first use and cached; a learner on the same shapes `DataLoaders`, with the run's score threshold."
+)->Path:
+    "The model file (`model.pth`) of the main job's detector (`train()` on the built-in shapes with `SHAPES_RECIPE`), trained on first use and cached; reading it from the cache runs no torch code (safe before forking processes)."
     key = hashlib.sha1(json.dumps(SHAPES_RECIPE, sort_keys=True).encode()).hexdigest()[:8]
     root = _cache_dir(cache)
     root.mkdir(parents=True, exist_ok=True)
@@ -661,10 +661,18 @@ def shapes_detector(
         if not (run/'progress.json').is_file() or not _finished(json.loads((run/'progress.json').read_text())):
             print(f"training the main job's detector once (about 3 minutes on a 2-core CPU) into {run}")
             train(out=run, exist_ok=True, show=False)
-    a = SimpleNamespace(**json.loads((run/'args.json').read_text()))
+    return run/'model.pth'
+
+def shapes_detector(
+    cache=None, # Folder that keeps the trained model (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
+    **kwargs # Passed to `make_learner` (`metrics`, `cbs`, ...)
+)->DetLearner:
+    "The main job's detector (`shapes_detector_file`): a learner on the same shapes `DataLoaders` (same images, same split), with the run's score threshold."
+    fn = shapes_detector_file(cache)
+    a = SimpleNamespace(**json.loads((fn.parent/'args.json').read_text()))
     dls, _ = train_dls(None, size=a.size, bs=a.bs, n=a.n, seed=a.seed, batch_tfms=aug_tfms(a.aug))
-    learn = make_learner(dls, a.arch, str(run/'model.pth'), **kwargs)
+    learn = make_learner(dls, a.arch, str(fn), **kwargs)
     learn.unfreeze()
-    t = load_detector(run/'model.pth').score_thresh
+    t = load_detector(fn).score_thresh
     learn.score_thresh = t if t is None else replace(t, source=f"F1-optimal on the {len(dls.valid_ds)} validation images of the main job")
     return learn
