@@ -60,11 +60,16 @@ def test_site_pages(site, server, browser):
     browser.save_screenshot(str(SHOTS/'docs_ssd_learner.png'))
     print(f'screenshot of the ssd_learner API entry: {SHOTS/"docs_ssd_learner.png"}')
     tutorials = sorted(p.name for p in site.glob('tutorial*.html'))
-    assert tutorials, 'no tutorial page in the site'
-    text = _open(browser, f'{server}/{tutorials[0]}')
-    assert len(text) > 500
-    browser.save_screenshot(str(SHOTS/'docs_tutorial.png'))
-    print(f'screenshot of {tutorials[0]}: {SHOTS/"docs_tutorial.png"}')
+    assert len(tutorials) >= 10, tutorials
+    for page in tutorials:  # each page whole, as a reader scrolls through it
+        text = _open(browser, f'{server}/{page}')
+        assert len(text) > 500, page
+        h = browser.execute_script('return document.documentElement.scrollHeight')
+        browser.set_window_size(1280, min(h, 16000))
+        shot = SHOTS/f'docs_{Path(page).stem}.png'
+        browser.save_screenshot(str(shot))
+        print(f'screenshot of {page}: {shot}')
+    browser.set_window_size(1280, 1600)
     # navigation: the home page links to every API page and tutorial
     links = {a.get_attribute('href').rsplit('/', 1)[-1].split('#')[0] for a in browser.find_elements('css selector', 'nav a[href]')}
     assert {'boxes.html', 'learner.html', *tutorials} <= links, links
