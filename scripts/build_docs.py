@@ -52,7 +52,7 @@ get_ipython().events.register('pre_run_cell', _notebook_bars)
 # nbdev's processing, with its doc links reaching fastai's docs (`Learner`, `DataBlock`, `Learner.fine_tune`, ...) and
 # the names a reader means: `predict`, `learn.predict` and `show_results` are `DetLearner`'s, `export` is fastai's
 # `Learner.export` (not the command functions of fastdet.commands, which the prose calls `fastdet predict`)
-_PROC = """
+_PROC = r"""
 import nbdev.processors as P, nbdev.doclinks as D
 class Lookup(D.NbdevLookup):
     MEANT = {'predict': 'DetLearner.predict', 'predict_batch': 'DetLearner.predict_batch', 'show_results': 'DetLearner.show_results',
@@ -64,6 +64,29 @@ class Lookup(D.NbdevLookup):
         s = self.MEANT.get(s, s)
         return super().__getitem__(s) or (super().__getitem__('Learner.' + s.split('.', 1)[1]) if s.startswith('DetLearner.') else None)
 P.NbdevLookup = Lookup
+
+# API entries as fastai's: `class`/`def`, the signature without its comments, then a table of the parameters
+import inspect, re, nbdev.showdoc as S
+from fastcore.docments import DocmentTbl
+def _signature(name, sym, sig, width=100):
+    kind = 'class' if inspect.isclass(sym) else 'def'
+    if sig is None: return f'{kind} {name}(...)'
+    ps = [str(p).replace(': ', ':').replace(' = ', '=') for p in sig.parameters.values() if p.name != 'self']
+    ret = '' if sig.return_annotation is inspect.Signature.empty else '->' + inspect.formatannotation(sig.return_annotation)
+    one = f"{kind} {name}({', '.join(ps)}){ret}"
+    return one if len(one) <= width else f"{kind} {name}(\n" + ''.join(f'    {p},\n' for p in ps) + f"){ret}"
+class TableRenderer(S.BasicMarkdownRenderer):
+    def _repr_markdown_(self):
+        md = super()._repr_markdown_()
+        code = f"```python\n{_signature(self.nm.rsplit('.', 1)[-1], self.sym, self.sig)}\n```"
+        md = re.sub(r'```python\n.*?\n```', lambda m: code, md, count=1, flags=re.S)
+        if self.sig is not None and [p for p in self.sig.parameters if p != 'self']:
+            try: tbl = DocmentTbl(self.sym)._repr_markdown_()
+            except Exception: tbl = ''
+            md += '\n\n' + tbl.replace('| NoneType | None |', '|  | None |')  # (no annotation, default None: the type is not `NoneType`)
+        return md
+S.BasicMarkdownRenderer = TableRenderer
+
 from nbdev.serve import proc_nbs; proc_nbs(n_workers=0)
 """
 
@@ -166,6 +189,7 @@ def _fix_anchors(site:Path)->list:
         if len(longer) == 1: return f'href="{target}#{longer[0]}"'
         cls, _, meth = anchor.rpartition('.')
         if cls == 'detlearner' and meth in FASTAI_LEARNER: return f'href="{FASTAI_LEARNER[meth]}"'
+        if cls and cls.replace('.', '') in ids[t]: return f'href="{target}#{cls.replace(".", "")}"'  # a method without an entry of its own: its class's
         if anchor.startswith('_'): return f'href="{t}"'
         left.append(f'{page}: {m.group(1)}')
         return m.group(0)
