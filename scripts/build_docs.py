@@ -95,10 +95,20 @@ def _is_bar(o)->bool:
     html = ''.join(o.get('data', {}).get('text/html', ''))
     return o.get('output_type') == 'display_data' and ('class="fastprogress"' in html or '<progress' in html or 'progress {' in html or not html.strip() and 'text/html' in o.get('data', {}))
 
+_BAR_LINE = re.compile(r'^\s*(?:Epoch \d+/\d+ :.*|\|[█-]*\|\s+[\d.]+% \[.*|█+)?\s*$')
+
+def _console_table(text:str)->str:
+    "Text printed by fastprogress's console bars (where a notebook's bars were the console's after all) without the bars: the table's lines."
+    return '\n'.join(l.replace('█', '') for l in text.replace('\r', '\n').split('\n') if not _BAR_LINE.match(l)) + ('\n' if text.endswith('\n') else '')
+
 def _final_tables(outputs:list)->list:
     "Each run of fastprogress displays (every update is a new output outside Jupyter) reduced to its last, without bars: the training table."
     out = []
     for i, o in enumerate(outputs):
+        if o.get('output_type') == 'stream' and ('█' in ''.join(o.get('text', '')) or '% [' in ''.join(o.get('text', ''))):
+            text = _console_table(''.join(o['text']))
+            if text.strip(): out.append(dict(o, text=text))
+            continue
         if not _is_bar(o): out.append(o); continue
         if i + 1 < len(outputs) and _is_bar(outputs[i + 1]): continue
         html = ''.join(o['data']['text/html'])
