@@ -102,7 +102,7 @@ def _console_table(text:str)->str:
     return '\n'.join(l.replace('█', '') for l in text.replace('\r', '\n').split('\n') if not _BAR_LINE.match(l)) + ('\n' if text.endswith('\n') else '')
 
 def _final_tables(outputs:list)->list:
-    "Each run of fastprogress displays (every update is a new output outside Jupyter) reduced to its last, without bars: the training table."
+    "fastprogress's displays (every update is a new output outside Jupyter) reduced to each fit's final training table."
     out = []
     for i, o in enumerate(outputs):
         if o.get('output_type') == 'stream' and ('█' in ''.join(o.get('text', '')) or '% [' in ''.join(o.get('text', ''))):
@@ -110,8 +110,7 @@ def _final_tables(outputs:list)->list:
             if text.strip(): out.append(dict(o, text=text))
             continue
         if not _is_bar(o): out.append(o); continue
-        if i + 1 < len(outputs) and _is_bar(outputs[i + 1]): continue
-        html = ''.join(o['data']['text/html'])
+        html = ''.join(o['data']['text/html'])  # each fit's last display is its table without bars
         if 'class="fastprogress"' in html and '<progress' not in html: out.append(dict(o, data={'text/html': html}))
     return out
 
@@ -165,7 +164,7 @@ def _plain(nb_path, out_dir, classes=frozenset()):
 
 EXTRA_CSS = """.jupyter-wrapper .jp-InputPrompt, .jupyter-wrapper .jp-OutputPrompt { display: none !important; }  /* no In[ ]/Out[ ] labels */
 /* code (in prose too) and outputs keep their lines and indentation: a long line scrolls sideways, with a visible bar */
-.jp-Cell pre, .highlight pre, .jp-RenderedMarkdown pre { white-space: pre; overflow-x: auto; }
+.jp-Cell pre, .highlight pre, .jp-RenderedMarkdown pre, .jp-OutputArea-output pre { white-space: pre; overflow-x: auto; }
 """
 
 def _relative_links(site:Path):
