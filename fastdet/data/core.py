@@ -15,13 +15,13 @@ import pandas as pd
 import yaml
 from PIL import Image
 from torch import Tensor
-from fastcore.basics import ifnone, listify
+from fastcore.basics import ifnone, listify, patch
 from fastcore.meta import delegates
 from fastai.data.block import DataBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import RandomSplitter, IndexSplitter, Normalize
-from fastai.torch_core import to_cpu
-from fastai.vision.core import PILMask
+from fastai.torch_core import to_cpu, retain_type
+from fastai.vision.core import PILMask, LabeledBBox, TensorBBox
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
 from ..boxes import detections_to_pixels
@@ -30,7 +30,8 @@ from .readers import read_coco, read_voc, read_yolo, read_csv, read_df, _concat,
 from .shapes import SHAPE_CLASSES, make_shapes
 
 # %% auto #0
-__all__ = ['DetResize', 'det_pad', 'det_block', 'check_batches', 'DetDataLoaders', 'valid_records', 'input_resize', 'InputSpec']
+__all__ = ['DetResize', 'det_pad', 'det_block', 'check_batches', 'DetDataLoaders', 'valid_records', 'input_resize', 'InputSpec',
+           'label_size']
 
 # %% ../../nbs/04_data.core.ipynb #c015
 class DetResize(Resize):
@@ -284,3 +285,19 @@ class InputSpec:
         if self.mean is not None: dls.add_tfms([Normalize.from_stats(self.mean, self.std)], 'after_batch')
         dls.categories = categories or None
         return dls
+
+# %% ../../nbs/04_data.core.ipynb #c022
+def label_size(ax)->float:
+    "The type size (points) of box labels on `ax`: 1/18 of the axes' height, 6 to 14 points."
+    h = ax.get_window_extent().height * 72 / ax.figure.dpi
+    return float(min(14, max(6, h / 18)))
+
+@patch
+def show(self:LabeledBBox, ctx=None, text_size:float=None, **kwargs):
+    "Draw the boxes and their labels on `ctx` (fastai's `LabeledBBox.show`), the labels sized to the picture (`label_size`) and kept inside it."
+    size = label_size(ctx) if text_size is None and ctx is not None else ifnone(text_size, 14)
+    n_texts = len(ctx.texts) if ctx is not None else 0
+    for b, l in zip(self.bbox, self.lbl):
+        if l != '#na#': ctx = retain_type(b, self.bbox).show(ctx=ctx, text=l, text_size=size)
+    for t in ctx.texts[n_texts:]: t.set_clip_on(True)
+    return ctx
