@@ -24,7 +24,7 @@ from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders
 from .data.augment import DetFlip, ssd_aug_transforms
 from .learner import DetLearner, ValidateLastEpoch, NoValidation, make_learner
-from .modelfile import save_detector, load_detector, load_training_state, MAX_SIZE
+from .modelfile import save_detector, load_detector, read_detector, load_training_state, MAX_SIZE
 from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
                              pretrained_learner)
 from .files import atomic_path, write_json
@@ -32,7 +32,7 @@ from .metrics import COCOMetric, coco_table, evaluate, with_intervals, voc_inter
 from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
-from .thresholds import threshold_of
+from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import predict_files, load_onnx, image_files
 import torch.distributed as dist
@@ -673,6 +673,7 @@ def shapes_detector(
     dls, _ = train_dls(None, size=a.size, bs=a.bs, n=a.n, seed=a.seed, batch_tfms=aug_tfms(a.aug))
     learn = make_learner(dls, a.arch, str(fn), **kwargs)
     learn.unfreeze()
-    t = load_detector(fn).score_thresh
+    d = read_detector(fn).get('score_thresh')  # (its threshold only: the weights are loaded above)
+    t = None if d is None else ScoreThreshold.from_dict(d, fn)
     learn.score_thresh = t if t is None else replace(t, source=f"F1-optimal on the {len(dls.valid_ds)} validation images of the main job")
     return learn

@@ -72,9 +72,10 @@ def predict_files(
     "Detections of `model` on the images of `paths` (leaving out `out/images`, its own drawings), streamed to `out/detections.json` (COCO results): `(results, skipped files)`; the score threshold and where it came from said once."
     out = Path(out)
     drawn = (out/'images').resolve()  # a folder holding an earlier run's output: its drawings are not photos to predict on
-    files = [(f, n) for f, n in image_files(paths) if drawn not in f.resolve().parents]
+    found = image_files(paths)
+    files = [(f, n) for f, n in found if drawn not in f.resolve().parents]
     if not files: raise ValueError(f"no images found in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}" +
-                                   (f" (outside {out/'images'}, where this writes its drawings)" if image_files(paths) else ''))
+                                   (f" (outside {out/'images'}, where this writes its drawings)" if found else ''))
     score_thresh, why = threshold_to_use(score_thresh, getattr(model, 'score_thresh', None), .3)
     print(f"score threshold {score_thresh:.3g} ({why})", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
