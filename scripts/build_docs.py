@@ -167,6 +167,36 @@ EXTRA_CSS = """.jupyter-wrapper .jp-InputPrompt, .jupyter-wrapper .jp-OutputProm
 .jp-Cell pre, .highlight pre, .jp-RenderedMarkdown pre, .jp-OutputArea-output pre { white-space: pre; overflow-x: auto; }
 """
 
+# mkdocs-material's offline plugin inlines the search index for pages opened from disk, but its worker needs a shim
+# (`Worker` cannot load from file://) that the plugin fetches from unpkg.com; this one runs the worker script in a
+# hidden iframe instead, messages passed as events (the plugin skips its own when a polyfill's name has `iframe-worker`).
+WORKER_SHIM = """(function () {
+  if (location.protocol !== 'file:') return;
+  class IFrameWorker extends EventTarget {
+    constructor(url) {
+      super();
+      const frame = document.createElement('iframe');
+      frame.style.display = 'none';
+      (document.body || document.documentElement).appendChild(frame);
+      const inner = frame.contentWindow, outer = this, queue = [];
+      let ready = false;
+      inner.postMessage = data => setTimeout(() => outer.dispatchEvent(new MessageEvent('message', {data})));
+      inner.importScripts = () => { throw new Error('importScripts is not available to the offline search worker'); };
+      this._send = data => inner.dispatchEvent(new inner.MessageEvent('message', {data}));
+      this._flush = () => { ready = true; queue.splice(0).forEach(this._send); };
+      this.postMessage = data => ready ? setTimeout(() => this._send(data)) : queue.push(data);
+      const script = inner.document.createElement('script');
+      script.src = url;
+      script.onload = this._flush;
+      script.onerror = () => this.dispatchEvent(new Event('error'));
+      inner.document.head.appendChild(script);
+    }
+    terminate() {}
+  }
+  window.Worker = IFrameWorker;
+})();
+"""
+
 def _relative_links(site:Path):
     "Make the absolute links mkdocs writes into 404.html relative, so the site works opened from disk (no site_url)."
     for page in site.glob('*.html'):
@@ -266,6 +296,7 @@ def build(out=ROOT/'docs', execute=True, slow=False):
         if r.returncode: raise RuntimeError(f'nbdev processing failed:\n{r.stderr[-4000:]}')
         src = tmp/'site_src'; src.mkdir()
         (src/'extra.css').write_text(EXTRA_CSS)
+        (src/'iframe-worker-shim.js').write_text(WORKER_SHIM)
         classes = _class_names()
         pages = [_plain(p, src, classes) for p in sorted((tmp/'_proc').rglob('*.ipynb'))]
         api = [(t, n) for n, t in pages if n != 'index.ipynb' and not n.startswith('tutorial')]
@@ -275,9 +306,10 @@ def build(out=ROOT/'docs', execute=True, slow=False):
         cfg = dict(site_name='fastdet', site_description='Single-shot object detection as first-class fastai citizens',
                    docs_dir=str(src), site_dir=str(Path(out).resolve()), use_directory_urls=False, nav=nav,
                    theme=dict(name='material', font=False, features=['navigation.sections', 'navigation.footer', 'toc.follow']),
-                   plugins=[{'search': {}}, {'mkdocs-jupyter': dict(include_source=False, execute=False, ignore_h1_titles=False,
+                   plugins=[{'search': {}}, {'offline': {}}, {'mkdocs-jupyter': dict(include_source=False, execute=False, ignore_h1_titles=True,
                             remove_tag_config=dict(remove_input_tags=['hide_input']))}],
-                   markdown_extensions=['tables', 'admonition', 'toc'], extra_css=['extra.css'])
+                   markdown_extensions=['tables', 'admonition', 'toc'], extra_css=['extra.css'],
+                   extra=dict(polyfills=['iframe-worker-shim.js']))
         import yaml
         (tmp/'mkdocs.yml').write_text(yaml.safe_dump(cfg, sort_keys=False))
         if Path(out).exists(): shutil.rmtree(out)

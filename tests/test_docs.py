@@ -157,7 +157,7 @@ def test_subtitles_unquoted_and_code_visible(site, server, browser):
         assert hidden == [], (page, hidden)
 
 def test_symbols_found_from_disk(site, browser):
-    "The API index opened from disk (file://, where mkdocs' search worker cannot run): its filter box finds `COCOMetric`, linked to its entry."
+    "The API index opened from disk (file://): its filter box finds `COCOMetric`, linked to its entry."
     browser.get((site/'api_index.html').as_uri())
     browser.find_element('id', 'symbol-filter').send_keys('COCOMetric')
     rows = [r for r in browser.find_elements('css selector', '#symbols tbody tr') if r.is_displayed()]
@@ -166,3 +166,19 @@ def test_symbols_found_from_disk(site, browser):
     assert rows[0].text.startswith('COCOMetric') and link.endswith('metrics.html#cocometric'), (rows[0].text, link)
     n_all = len(browser.find_elements('css selector', '#symbols tbody tr'))
     assert n_all > 150, n_all  # every public name
+
+def test_search_from_disk(site, browser):
+    "mkdocs-material's search, opened from disk (file://): the offline plugin's inlined index and the iframe worker shim find `COCOMetric`, first on its API entry."
+    import time
+    browser.get((site/'index.html').as_uri())
+    box = browser.find_element('css selector', 'input.md-search__input')
+    box.click(); box.send_keys('COCOMetric')
+    for _ in range(50):  # the worker indexes the site, then answers
+        items = browser.find_elements('css selector', '.md-search-result__item')
+        if items: break
+        time.sleep(.2)
+    assert items, browser.find_element('css selector', '.md-search-result__meta').text
+    links = [a.get_attribute('href') for a in items[0].find_elements('tag name', 'a')]
+    assert links[0].startswith('file://') and links[0].endswith('metrics.html'), links  # the page, then its sections
+    assert any(l.endswith('metrics.html#cocometric') for l in links), links
+    assert not [e for e in browser.get_log('browser') if e['level'] == 'SEVERE']
