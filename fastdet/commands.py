@@ -354,6 +354,12 @@ def _launch(fn, procs:int, kw:dict, device):
     try: return launch(fn, procs, kw)
     except ValueError as e: raise CLIError(str(e)) from None
 
+def _unclaim(out:Path, numbered:bool):
+    "Give back a run folder that a run made but never trained in: the arguments it wrote there, then the folder, and `runs/` if `numbered` and empty (a folder holding anything else stays)."
+    (out/'args.json').unlink(missing_ok=True)
+    for d in [out] + [out.parent] * numbered:
+        with contextlib.suppress(OSError): d.rmdir()
+
 @takes_options
 def train(
     opts:TrainOptions=None, # The options (default: `TrainOptions()`), which keywords override
@@ -384,6 +390,7 @@ def train(
                           fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
     if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
+    fresh = not o.resume and not (o.out is not None and Path(o.out).exists())  # a folder made here: given back if the model can't be built
     out = o.out if o.resume else run_dir('train', o.out, exist_ok=o.exist_ok)  # claimed once the data is read: a data error leaves no empty run
     if is_rank0(): write_json(out/'args.json', args, indent=1)
     print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
@@ -402,7 +409,10 @@ def train(
                 ('' if a.validate else f" ({len(dls.valid_ds)} validation images {'<=' if every else '>'} half of {len(dls.train_ds)} training images; --validate every|last decides)"))
     # resumed: built the same way (which layers are new), then its state loaded
     metrics = [COCOMetric('AP'), COCOMetric('AP', bound='lo'), COCOMetric('AP', bound='hi'), COCOMetric('AP50')] if has_valid else []  # AP's 95% bootstrap interval in results.csv
-    learn = pretrained_learner(dls, a.arch, a.weights, metrics=metrics, path=out, ema=_ema(a.ema))
+    try: learn = pretrained_learner(dls, a.arch, a.weights, metrics=metrics, path=out, ema=_ema(a.ema))
+    except BaseException:  # e.g. the weights can't be downloaded: no run folder holding only its arguments
+        if fresh and is_rank0(): _unclaim(out, numbered=o.out is None)
+        raise
     phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
     if o.resume:
         load_training_state(learn, out/'models'/'last.pth')

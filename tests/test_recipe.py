@@ -68,6 +68,7 @@ def test_no_network_is_one_line(data_dir, tmp_path):
     assert len(err) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
     assert 'could not download the pretrained weights of ssdlite320_mobilenet_v3_large' in err[0] and '--weights none' in err[0] and '--weights FILE' in err[0]
     assert 'recipe: fine-tuning from pretrained weights (--weights pretrained)' in r.stdout
+    assert not (tmp_path/'o').exists()  # the run folder it made is given back: nothing trained, nothing left
 
 def test_fine_tunes_by_default_through_the_command(data_dir, tmp_path, coco_cache):
     "`fastdet train DATA` with the checkpoint in the hub cache: the fine-tuning recipe (frozen epoch, then all layers), SSD augmentation, no EMA."
