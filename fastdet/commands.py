@@ -205,7 +205,7 @@ class SaveProgress(Callback):
         if is_rank0():
             (self.out/'models').mkdir(exist_ok=True)
             save_detector(self.learn, self.out/'models'/'last.pth', with_opt=True)
-            write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch))
+            write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch, rule=self.rule and self.rule.state()))
             if new: save_detector(self.learn, self.out/'best.pth')
         if validated and self.patience and self.rule.epochs_since_best >= self.patience:
             print(f"early stop: no new best beyond the noise in {self.rule.epochs_since_best} epochs (--patience {self.patience}); "
@@ -414,9 +414,11 @@ def train(
         if fresh and is_rank0(): _unclaim(out, numbered=o.out is None)
         raise
     phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
+    rule = NoiseAwareBest() if every else None  # picks best.pth
     if o.resume:
         load_training_state(learn, out/'models'/'last.pth')
         phase, done = progress['phase'], progress['epoch']
+        if rule is not None and progress.get('rule'): rule.load_state(progress['rule'])  # best.pth is still judged against the best before the interruption
         if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
         print(f"resuming after epoch {done} ({phase})")
     elif a.lr_find:  # in rank 0 only (fastai's lr_find saves and reloads a temporary file), its suggestion to all
@@ -429,7 +431,7 @@ def train(
     if per_epoch < len(dls.train): cbs.append(StepCap(per_epoch))
     try:
         with ctrl_c, learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
-            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, rule=NoiseAwareBest() if every else None, patience=o.patience)
+            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, rule=rule, patience=o.patience)
     except KeyboardInterrupt:
         if getattr(learn, 'ema', None) is not None: learn.ema.keep_average()
         if is_rank0(): save_detector(learn, out/'model.pth')
@@ -441,7 +443,7 @@ def train(
         learn.score_thresh = threshold_of(r and r['eval'], f"F1-optimal on the {len(dls.valid_ds)} validation images of {out}")
     if is_rank0():  # the model first: nothing that can fail afterwards (metrics, plots) loses it
         save_detector(learn, out/'model.pth')
-        write_json(out/'progress.json', dict(phase='unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs, finished=True))
+        write_json(out/'progress.json', dict(phase='unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs, finished=True, rule=rule and rule.state()))
     written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else []) + ['results.csv']
     stats = {}
     if has_valid:  # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)

@@ -77,6 +77,21 @@ class NoiseAwareBest:
         self.history.append(dict(epoch=epoch, value=float(x[0]), p_better=self.p_better, best_epoch=self.best_epoch))
         return new
 
+    def state(self)->dict:
+        "Everything the rule knows, JSON-safe (NaN as `None`): `load_state` goes on from it (`fastdet train --resume`)."
+        floats = lambda a: None if a is None else [None if np.isnan(v) else float(v) for v in a]
+        return dict(best_epoch=self.best_epoch, value=self.value, p_better=self.p_better, epochs_since_best=self.epochs_since_best,
+                    history=self.history, best=floats(self._best), n=None if self._n is None else int(self._n), cat_ids=None if self._cats is None else [int(c) for c in self._cats])
+
+    def load_state(self, state:dict)->NoiseAwareBest:
+        "Go on from `state()`: the next epochs are judged against the same best, on the same resamples, as if never interrupted."
+        self.reset()
+        self.best_epoch, self.value, self.p_better, self.epochs_since_best = (state[k] for k in ('best_epoch', 'value', 'p_better', 'epochs_since_best'))
+        self.history = [dict(h) for h in state['history']]
+        if state['best'] is not None: self._best = np.array([np.nan if v is None else v for v in state['best']], dtype=float)
+        if state['cat_ids'] is not None: self._n, self._cats = state['n'], np.array(state['cat_ids'])
+        return self
+
 # %% ../nbs/33_selection.ipynb #f014
 def _coco_result(learn)->dict:
     "The last validation's result of the first `COCOMetric` in `learn.metrics` (`None` before any validation)."

@@ -142,12 +142,17 @@ def test_interrupt_saves_and_resume_finishes(tmp_path):
     _, err = p.communicate(timeout=300)
     assert p.returncode == 130, err[-2000:]
     assert 'interrupted' in err and 'fastdet train --resume --out' in err and (out/'model.pth').is_file()
-    done = json.loads((out/'progress.json').read_text())['epoch']
-    assert 1 <= done < 6
+    before = json.loads((out/'progress.json').read_text())
+    done = before['epoch']
+    assert 1 <= done < 6 and len(before['rule']['history']) == done
     r = _run('train', '--resume', '--out', out, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'resuming after epoch {done}' in r.stdout and 'mAP@[.5:.95]' in r.stdout
-    assert json.loads((out/'progress.json').read_text())['epoch'] == 6
+    progress = json.loads((out/'progress.json').read_text())
+    assert progress['epoch'] == 6
+    # best.pth's rule went on from its state before the interruption: one judgement per epoch, those before it kept
+    assert [h['epoch'] for h in progress['rule']['history']] == list(range(6)), progress['rule']['history']
+    assert before['rule']['history'] == progress['rule']['history'][:done]
 
 def test_every_epoch_keeps_the_best_model(tmp_path):
     r = _run('train', '--n', 40, '--size', 64, '--epochs', 2, '--bs', 8, '--validate', 'every', '--out', tmp_path/'o', cwd=tmp_path)
