@@ -39,9 +39,9 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
-           'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary', 'step_cap',
-           'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models', 'shapes_detector_file',
-           'shapes_detector']
+           'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary',
+           'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models',
+           'shapes_detector_file', 'shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -195,17 +195,18 @@ def validate_every_epoch(
 class SaveProgress(Callback):
     "After every epoch: the model with its optimizer's state (`models/last.pth`, a model file `predict` loads) and the schedule's position, for `--resume`; with per-epoch validation, the best model so far by `rule` (`best.pth`: a new best only when the paired bootstrap says it beats the current best, see `NoiseAwareBest`), and `--patience`'s early stop. Every file written whole or not at all."
     order = 90  # after fastai's recorder
-    def __init__(self, out, phase:str, rule:NoiseAwareBest=None, patience:int=None): self.out, self.phase, self.rule, self.patience = Path(out), phase, rule, patience
+    def __init__(self, out, phase:str, rule:NoiseAwareBest=None, patience:int=None, base:int=0):
+        self.out, self.phase, self.rule, self.patience, self.base = Path(out), phase, rule, patience, base  # base: epochs before an extension
     def after_epoch(self):
         validated = self.rule is not None and bool(self.learn.metrics) and self.learn.metrics[0].value is not None
-        new = validated and self.rule.update(self.epoch, epoch_matches(self.learn))  # every process: the same decision (the metric holds all their images)
+        new = validated and self.rule.update(self.base + self.epoch, epoch_matches(self.learn))  # every process: the same decision (the metric holds all their images)
         if validated:  # the files carry the threshold of the weights they hold, as model.pth does
             r = self.learn.metrics[0]._result()
             self.learn.score_thresh = threshold_of(r and r['eval'], f"F1-optimal on the {len(self.dls.valid_ds)} validation images of {self.out}, epoch {self.epoch + 1}")
         if is_rank0():
             (self.out/'models').mkdir(exist_ok=True)
             save_detector(self.learn, self.out/'models'/'last.pth', with_opt=True)
-            write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch, rule=self.rule and self.rule.state()))
+            write_json(self.out/'progress.json', dict(phase=self.phase, epoch=self.epoch + 1, n_epoch=self.n_epoch, base=self.base, rule=self.rule and self.rule.state()))
             if new: save_detector(self.learn, self.out/'best.pth')
         if validated and self.patience and self.rule.epochs_since_best >= self.patience:
             print(f"early stop: no new best beyond the noise in {self.rule.epochs_since_best} epochs (--patience {self.patience}); "
@@ -303,8 +304,11 @@ def _with_interval(stats:dict, k:str)->str:
     lo, hi = stats.get(f'{k}_lo', -1), stats.get(f'{k}_hi', -1)
     return f"{v:.3f}" + ('' if lo <= -1 else f" [{lo:.3f}, {hi:.3f}]")
 
-def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, rule=None, patience=None):
-    "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs; `rule` picks `best.pth` over both phases."
+def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, rule=None, patience=None, base=0):
+    "fastai's `fit_one_cycle`, or its `fine_tune` (one frozen epoch, then all layers), resumable from `phase` after `done` epochs; `rule` picks `best.pth` over all phases. Phase 'extend': `epochs` more after the `base` a finished run trained (`extend_lr`)."
+    if phase == 'extend':
+        if fine_tune: learn.unfreeze()
+        return learn.fit_one_cycle(epochs, extend_lr(lr, fine_tune), pct_start=.3, start_epoch=done, cbs=cbs + [SaveProgress(out, 'extend', rule, patience, base)])
     if not fine_tune: return learn.fit_one_cycle(epochs, lr, start_epoch=done, cbs=cbs + [SaveProgress(out, 'train', rule, patience)])
     if phase == 'frozen':  # fastai's fine_tune: freeze_epochs=1, lr_mult=100, pct_start .99 then .3, div 5
         learn.freeze()
@@ -312,6 +316,13 @@ def _fit(learn, epochs, lr, fine_tune, cbs, out, phase='train', done=0, rule=Non
         done = 0
     learn.unfreeze()
     learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=.3, div=5., start_epoch=done, cbs=cbs + [SaveProgress(out, 'unfrozen', rule, patience)])
+
+def extend_lr(
+    lr:float, # The run's `--lr`
+    fine_tune:bool, # Whether the run fine-tuned (its unfrozen phase peaked at `lr / 2`, the backbone 100x lower)
+):
+    "The peak learning rate of a run's extension (`--resume --epochs N`): a new one-cycle at a tenth of the peak the run trained at, as SGDR's warm restarts, lower."
+    return slice(lr / 20 / 100, lr / 20) if fine_tune else lr / 10
 
 def step_cap(
     epochs:int, # Epochs of the recipe (or `--epochs`)
@@ -329,12 +340,22 @@ def _resumed(o:TrainOptions)->tuple:
     out = last_run('train') if o.out is None else Path(o.out)
     if not (out/'progress.json').is_file(): raise CLIError(f"{out}: nothing to resume (no progress.json from an interrupted fastdet train)")
     progress = json.loads((out/'progress.json').read_text())
-    if _finished(progress):
-        raise CLIError(f"{out}: this run finished all its epochs; nothing to resume (its model is {out/'model.pth'}; "
-                       f"fine-tune it further with fastdet train DATA --weights {out/'model.pth'})")
-    if not (out/'models'/'last.pth').is_file(): raise CLIError(f"{out}: no models/last.pth to resume from")
     saved = json.loads((out/'args.json').read_text())
-    return replace(o, out=out, **{k: saved[k] for k in o.record() if k in saved}), progress
+    if _finished(progress):
+        total = _trained(progress)
+        if o.epochs is None or o.epochs <= total:
+            raise CLIError(f"{out}: this run finished all its epochs ({total}); nothing to resume (its model is {out/'model.pth'}; "
+                           f"train it longer with fastdet train --resume --out {out} --epochs N, N > {total}, "
+                           f"or fine-tune it on other data with fastdet train DATA --weights {out/'model.pth'})")
+    elif o.epochs is not None and o.epochs != saved.get('epochs'):
+        raise CLIError(f"--epochs {o.epochs} with --resume of an interrupted run: it finishes its own {saved.get('epochs')} epochs first "
+                       f"(fastdet train --resume --out {out}), then --resume --epochs N trains it longer")
+    if not (out/'models'/'last.pth').is_file(): raise CLIError(f"{out}: no models/last.pth to resume from")
+    return replace(o, out=out, **{k: saved[k] for k in o.record() if k in saved and not (k == 'epochs' and o.epochs is not None)}), progress
+
+def _trained(progress:dict)->int:
+    "The epochs a finished run trained, in `--epochs`' terms (fine-tuning's frozen epoch not counted), extensions included."
+    return progress.get('total', progress['n_epoch'])
 
 def _quiet_unless_rank0(): return contextlib.nullcontext() if is_rank0() else contextlib.redirect_stdout(io.StringIO())
 
@@ -413,14 +434,20 @@ def train(
     except BaseException:  # e.g. the weights can't be downloaded: no run folder holding only its arguments
         if fresh and is_rank0(): _unclaim(out, numbered=o.out is None)
         raise
-    phase, done, lr = ('frozen' if fine_tune else 'train'), 0, a.lr
+    phase, done, lr, base = ('frozen' if fine_tune else 'train'), 0, a.lr, 0
     rule = NoiseAwareBest() if every else None  # picks best.pth
     if o.resume:
         load_training_state(learn, out/'models'/'last.pth')
         phase, done = progress['phase'], progress['epoch']
         if rule is not None and progress.get('rule'): rule.load_state(progress['rule'])  # best.pth is still judged against the best before the interruption
         if phase == 'frozen' and done >= progress['n_epoch']: phase, done = 'unfrozen', 0
-        print(f"resuming after epoch {done} ({phase})")
+        longer = _finished(progress)  # --epochs N beyond a finished run's
+        if longer: phase, done, base = 'extend', 0, _trained(progress)
+        elif phase == 'extend': base = progress['base']
+        if phase == 'extend': epochs = a.epochs - base
+        if longer: print(f"training the finished run longer: {epochs} more epoch{'s' * (epochs != 1)} ({base} to {a.epochs}), a new one-cycle "
+                         f"peaking at a tenth of the run's learning rate ({lr / (20 if fine_tune else 10):.1e}); results.csv and best.pth go on")
+        else: print(f"resuming after epoch {done} ({phase})")
     elif a.lr_find:  # in rank 0 only (fastai's lr_find saves and reloads a temporary file), its suggestion to all
         with alone(): suggestion = learn.lr_find(show_plot=False).valley if is_rank0() else None
         lr = from_rank0(suggestion)
@@ -431,7 +458,7 @@ def train(
     if per_epoch < len(dls.train): cbs.append(StepCap(per_epoch))
     try:
         with ctrl_c, learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
-            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, rule=rule, patience=o.patience)
+            _fit(learn, epochs, lr, fine_tune, cbs, out, phase, done, rule=rule, patience=o.patience, base=base)
     except KeyboardInterrupt:
         if getattr(learn, 'ema', None) is not None: learn.ema.keep_average()
         if is_rank0(): save_detector(learn, out/'model.pth')
@@ -443,7 +470,8 @@ def train(
         learn.score_thresh = threshold_of(r and r['eval'], f"F1-optimal on the {len(dls.valid_ds)} validation images of {out}")
     if is_rank0():  # the model first: nothing that can fail afterwards (metrics, plots) loses it
         save_detector(learn, out/'model.pth')
-        write_json(out/'progress.json', dict(phase='unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs, finished=True, rule=rule and rule.state()))
+        write_json(out/'progress.json', dict(phase=phase if phase == 'extend' else 'unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs,
+                                             total=base + epochs, finished=True, rule=rule and rule.state()))
     written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else []) + ['results.csv']
     stats = {}
     if has_valid:  # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)

@@ -47,7 +47,7 @@ class TrainOptions:
     procs:int=option(1, recorded=False) # Train in N processes (fastai's DDP through Accelerate): one per GPU, or N sharing the CPU; --bs is per process
     out:str=option(recorded=False) # Run folder (default: runs/train, runs/train2, ...); a folder holding files is refused without --exist-ok
     exist_ok:bool=option(False, recorded=False) # Write into --out even if it holds files (they are replaced)
-    resume:bool=option(False, recorded=False) # Continue the interrupted run in --out (default: the latest) from its last finished epoch, with its own arguments
+    resume:bool=option(False, recorded=False) # Continue the interrupted run in --out (default: the latest) from its last finished epoch, with its own arguments; with --epochs N, train a finished run of E epochs N - E longer (a new one-cycle at a tenth of its peak lr)
     pickle:bool=option(False, recorded=False) # Also write model.pkl (fastai's `export`: loading it unpickles, i.e. runs code)
     verbose:bool=option(False, recorded=False) # List the files behind each repair of the data check
     n:int=None # Images of the built-in dataset (default: 1200)

@@ -154,6 +154,27 @@ def test_interrupt_saves_and_resume_finishes(tmp_path):
     assert [h['epoch'] for h in progress['rule']['history']] == list(range(6)), progress['rule']['history']
     assert before['rule']['history'] == progress['rule']['history'][:done]
 
+def test_a_finished_run_trains_longer(tmp_path):
+    "`--resume --epochs N` beyond a finished run's epochs: N - E more (a new one-cycle at a tenth of the peak), appended to results.csv, best.pth judged against the run's best so far; N <= E refused."
+    out = tmp_path/'o'
+    r = _run('train', '--n', 60, '--size', 64, '--epochs', 2, '--bs', 8, '--workers', 0, '--out', out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (out/'results.csv').read_text().splitlines()
+    assert len(rows) == 1 + 2
+    r = _run('train', '--resume', '--out', out, '--epochs', 2, cwd=tmp_path)
+    assert r.returncode == 1 and 'this run finished all its epochs (2)' in r.stderr and '--epochs N, N > 2' in r.stderr, r.stderr
+    r = _run('train', '--resume', '--out', out, '--epochs', 4, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "training the finished run longer: 2 more epochs (2 to 4), a new one-cycle peaking at a tenth of the run's learning rate (1.0e-03)" in r.stdout, r.stdout
+    longer = (out/'results.csv').read_text().splitlines()
+    assert longer[:3] == rows and len(longer) == 1 + 4, longer  # appended, the first rows kept
+    progress = json.loads((out/'progress.json').read_text())
+    assert progress['finished'] and progress['total'] == 4 and progress['phase'] == 'extend'
+    assert [h['epoch'] for h in progress['rule']['history']] == [0, 1, 2, 3]  # best.pth: one rule over all four epochs
+    assert json.loads((out/'args.json').read_text())['epochs'] == 4
+    r = _run('train', '--resume', '--out', out, '--epochs', 4, cwd=tmp_path)
+    assert r.returncode == 1 and 'this run finished all its epochs (4)' in r.stderr, r.stderr
+
 def test_every_epoch_keeps_the_best_model(tmp_path):
     r = _run('train', '--n', 40, '--size', 64, '--epochs', 2, '--bs', 8, '--validate', 'every', '--out', tmp_path/'o', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -102,7 +102,8 @@ def test_last_pth_is_a_model_predict_loads(run, tmp_path):
 def test_resume_of_a_finished_run_says_so(run, capsys):
     rows = (run/'results.csv').read_text()
     assert main(['train', '--resume', '--out', str(run)]) == 1
-    assert 'this run finished all its epochs; nothing to resume' in _err(capsys) and (run/'results.csv').read_text() == rows
+    err = _err(capsys)
+    assert 'this run finished all its epochs (1); nothing to resume' in err and '--epochs N, N > 1' in err and (run/'results.csv').read_text() == rows
 
 # --- 3. model files are data ---
 
