@@ -6,6 +6,7 @@ from .data.shapes import *
 from .data.readers import *
 from .data.core import *
 from .data.augment import *
+from .data.labels import *
 from .anchors.ssd import *
 from .anchors.efficientdet import *
 from .models.ssd import *

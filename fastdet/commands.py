@@ -32,6 +32,7 @@ from .metrics import COCOMetric, coco_table, evaluate, with_intervals, voc_inter
 from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
+from .data.labels import save_label_plots
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import predict_files, load_onnx, image_files
@@ -434,6 +435,7 @@ def train(
     except BaseException:  # e.g. the weights can't be downloaded: no run folder holding only its arguments
         if fresh and is_rank0(): _unclaim(out, numbered=o.out is None)
         raise
+    if is_rank0() and o.show and not o.resume: save_label_plots(dls, out)  # labels.png, train_batch.png: the data before the first step
     phase, done, lr, base = ('frozen' if fine_tune else 'train'), 0, a.lr, 0
     rule = NoiseAwareBest() if every else None  # picks best.pth
     if o.resume:
@@ -472,7 +474,7 @@ def train(
         save_detector(learn, out/'model.pth')
         write_json(out/'progress.json', dict(phase=phase if phase == 'extend' else 'unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs,
                                              total=base + epochs, finished=True, rule=rule and rule.state()))
-    written = ['model.pth'] + (['best.pth'] if (out/'best.pth').is_file() else []) + ['results.csv']
+    written = ['model.pth'] + [f for f in ('best.pth', 'results.csv', 'labels.png', 'train_batch.png') if (out/f).is_file()]
     stats = {}
     if has_valid:  # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
         stats = with_intervals({k: float(v) for k, v in learn.metrics[0].stats.items()}, learn.metrics[0].intervals())

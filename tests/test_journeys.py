@@ -46,7 +46,8 @@ def check_model(fn, image):
     assert boxes.shape[-1] == 4 and len(labels) == len(scores) == len(boxes)
     return learn
 
-RUN_FILES = ('model.pth', 'args.json', 'progress.json', 'results.csv', 'stats.json', 'models/last.pth', 'per_class.csv', 'predictions.png')
+RUN_FILES = ('model.pth', 'args.json', 'progress.json', 'results.csv', 'stats.json', 'models/last.pth', 'per_class.csv', 'predictions.png',
+             'labels.png', 'train_batch.png')
 
 def train_journey(data, cwd, hub, bounds=(3, 30), extra=()):
     r = fastdet('train', data, *extra, *QUICK, cwd=cwd, hub=hub)
