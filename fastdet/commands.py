@@ -33,6 +33,7 @@ from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
 from .data.labels import save_label_plots
+from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import predict_files, load_onnx, image_files
@@ -222,6 +223,8 @@ class StepCap(Callback):
         if self.training and self.iter == 0: self.learn.n_iter = min(self.n_iter, self.steps)  # the scheduler's steps per epoch
     def after_batch(self):
         if self.training and self.iter + 1 >= self.steps: raise CancelTrainException()
+    def after_cancel_train(self):  # a cut epoch is not a cancelled one: fastai's recorder logs its training loss (else results.csv's columns shift)
+        if getattr(self.learn, 'recorder', None) is not None: self.learn.recorder.cancel_train = False
 
 class CtrlC(Callback):
     "Ctrl-C stops training after the current batch: the signal only sets a flag, since a `KeyboardInterrupt` raised inside a finalizer (e.g. while the `DataLoader` forks its workers) is swallowed and training went on."
@@ -391,6 +394,8 @@ def train(
     o = replace(TrainOptions() if opts is None else opts, **kwargs)  # an unknown keyword: a TypeError naming it
     import matplotlib; matplotlib.use('Agg')
     check_train_options(o.epochs, o.bs, o.lr, o.size, o.n, o.workers, o.procs, o.max_steps, o.seed, o.patience)
+    try: parse_trackers(o.log)  # known and installed, before anything is read
+    except (ValueError, ImportError) as e: raise CLIError(str(e)) from None
     if o.procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
         _no_device(o.procs, o.device)
         out = _resumed(o)[0].out if o.resume else run_dir('train', o.out, exist_ok=o.exist_ok)
@@ -436,6 +441,7 @@ def train(
         if fresh and is_rank0(): _unclaim(out, numbered=o.out is None)
         raise
     if is_rank0() and o.show and not o.resume: save_label_plots(dls, out)  # labels.png, train_batch.png: the data before the first step
+    trackers = tracker_callbacks(o.log, out, params=args) if is_rank0() else []  # --log
     phase, done, lr, base = ('frozen' if fine_tune else 'train'), 0, a.lr, 0
     rule = NoiseAwareBest() if every else None  # picks best.pth
     if o.resume:
@@ -456,7 +462,7 @@ def train(
         print(f"lr_find suggests lr={lr:.2e}")
     if not o.resume and is_rank0(): (out/'results.csv').unlink(missing_ok=True)
     ctrl_c = CtrlC()
-    cbs = ([RunLog()] if is_rank0() else []) + ([NoValidation()] if not has_valid else [] if every else [ValidateLastEpoch()]) + [ctrl_c]
+    cbs = ([RunLog()] if is_rank0() else []) + ([NoValidation()] if not has_valid else [] if every else [ValidateLastEpoch()]) + [ctrl_c] + trackers
     if per_epoch < len(dls.train): cbs.append(StepCap(per_epoch))
     try:
         with ctrl_c, learn.distrib_ctx() if dist.is_initialized() else contextlib.nullcontext():  # fastai's DDP, when launched in N processes
@@ -493,7 +499,8 @@ def train(
         print(f"{t}: mean F1 {t.f1:.3f}; in model.pth, the default of fastdet predict" if t is not None else
               "score threshold: none chosen (no detection of the validation set is right); fastdet predict keeps its default, 0.3")
     else: print(f"trained in {time.time() - t0:.0f} s (no validation images: no metric)")
-    print(f"results in {out}: {', '.join(written)}")
+    for t in trackers: t.log_files([out/f for f in written if not f.endswith(('.pth', '.pkl'))])  # the run folder's plots and tables
+    print(f"results in {out}: {', '.join(written)}" + (f"; logged to {o.log}" if trackers else ''))
     return learn, stats
 
 # %% ../nbs/38_commands.ipynb #c017

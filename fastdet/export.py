@@ -17,10 +17,14 @@ from .data.core import InputSpec
 __all__ = ['ONNX_FORMAT', 'need', 'DetExport', 'write_onnx']
 
 # %% ../nbs/16_export.ipynb #f004
-def need(name:str):
-    "Import the optional package `name`, or say how to install it."
+def need(
+    name:str, # The module
+    extra:str='onnx', # fastdet's optional extra that installs it
+    purpose:str='ONNX export and inference', # What it is needed for
+):
+    "Import the optional package `name`, or say in one line which extra of fastdet installs it."
     try: return importlib.import_module(name)
-    except ImportError as e: raise ImportError(f"{name} is needed for ONNX export and inference: pip install \"fastdet[onnx]\"") from e
+    except ImportError as e: raise ImportError(f"{name} is needed for {purpose}: pip install \"fastdet[{extra}]\"") from e
 
 class DetExport(nn.Module):
     "`model` with its input's normalisation and its loss's decoding: [0, 1] images in, `(boxes [B, K, 4] xyxy pixels of the input, scores [B, K], labels [B, K])` out (label 0: no detection)."

@@ -166,17 +166,32 @@ class DetLearner(Learner):
         b = dl.one_batch()
         _, _, dec = self.get_preds(dl=[b], with_decoded=True)
         x = to_cpu(dl.decode((b[0],))[0])
-        n = min(max_n, len(x))
-        hw = tuple(x.shape[-2:])
+        preds = [(bbox_to_pixels(pb, tuple(x.shape[-2:])), pl, ps) for pb, pl, ps in unpad(*to_cpu(dec))]
+        return self._draw_results(x, b, preds, max_n, score_thresh, figsize, **kwargs)
+
+    def results_figure(self,
+        b, # A batch of the validation `DataLoader` (images, boxes, labels)
+        max_n:int=4, # Images shown
+        score_thresh:float=.3, # Detections shown from this score on
+        figsize=None, # Figure size (default: 4 per image)
+    ):
+        "`show_results` of the batch `b`, predicted by a copy of the model (`export_module`) without the learner's callbacks, metrics or recorder: safe inside `fit`, where the trackers draw it after each epoch. The figure."
+        x, m = to_cpu(self.dls.valid.decode((b[0],))[0]), self.export_module()
+        with torch.no_grad(): boxes, labels, scores = m.loss.activation(m.model(to_cpu(b[0][:max_n]).as_subclass(torch.Tensor)))  # the batch as normalised
+        boxes = bbox_to_pixels(boxes.as_subclass(torch.Tensor), tuple(x.shape[-2:]))
+        preds = [(bx[l > 0], l[l > 0], sc[l > 0]) for bx, l, sc in zip(boxes, labels, scores)]  # label 0: no detection
+        return self._draw_results(x, b, preds, max_n, score_thresh, figsize)[0].figure
+
+    def _draw_results(self, x, b, preds, max_n, score_thresh, figsize, **kwargs):
+        "Truth of the batch `b` (left) and `preds` (right: per image pixel boxes, labels, scores) on the decoded images `x`; the axes."
+        n, hw = min(max_n, len(x)), tuple(x.shape[-2:])
         axs = get_grid(2 * n, nrows=n, ncols=2, figsize=ifnone(figsize, (8, 4 * n)), **kwargs)
         gts = unpad(to_cpu(b[1]), to_cpu(b[2]))
-        preds = unpad(*to_cpu(dec))
         for i in range(n):
-            gb, gl = gts[i]; pb, pl, ps = preds[i]
+            (gb, gl), (pb, pl, ps) = gts[i], preds[i]
             k = ps >= score_thresh
             draw_boxes(x[i], bbox_to_pixels(gb, hw), [self.dls.vocab[int(l)] for l in gl], axs[2 * i], 'ground truth')
-            draw_boxes(x[i], bbox_to_pixels(pb[k], hw), [f"{self.dls.vocab[int(l)]} {s:.2f}" for l, s in zip(pl[k], ps[k])],
-                       axs[2 * i + 1], 'predictions')
+            draw_boxes(x[i], pb[k], [f"{self.dls.vocab[int(l)]} {s:.2f}" for l, s in zip(pl[k], ps[k])], axs[2 * i + 1], 'predictions')
         return axs
 
 # %% ../nbs/20_learner.ipynb #n007

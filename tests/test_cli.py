@@ -359,3 +359,32 @@ def test_compare_two_models_on_the_same_images(trained, tmp_path):
     ok = t.A > -1
     assert (t.delta[ok] == 0).all() and (t.lo[ok] == 0).all() and (t.hi[ok] == 0).all() and (t.A[ok] == t.B[ok]).all()
     assert 'AP: no difference the data can show' in r.stdout and (tmp_path/'cmp'/'compare_per_class.csv').is_file()
+
+def test_log_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
+    "`--log tensorboard,mlflow`: each epoch's COCO statistics with their bounds, the run's arguments and, at the end, the run folder's plots; read back from TensorBoard's event files and MLflow's file store in the run folder."
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    import mlflow
+    env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+    out = tmp_path/'o'
+    r = subprocess.run([str(EXE), 'train', '--n', '40', '--size', '64', '--epochs', '2', '--bs', '8', '--workers', '0', '--log', 'tensorboard,mlflow',
+                        '--out', str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=1500, env={**env, 'PYTHONWARNINGS': 'ignore'})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1].endswith('; logged to tensorboard,mlflow'), r.stdout[-500:]
+    stats = json.loads((out/'stats.json').read_text())
+    ea = EventAccumulator(str(out/'tensorboard'), size_guidance={'images': 0, 'scalars': 0, 'tensors': 0}).Reload()
+    assert [len(ea.Scalars(k)) for k in ('coco/AP', 'coco/AP_lo', 'coco/AP_hi', 'coco/AR100')] == [2] * 4
+    assert abs(ea.Scalars('coco/AP')[-1].value - stats['AP']) < 1e-6
+    assert {'predictions', 'labels.png', 'train_batch.png', 'predictions.png', 'pr_curve.png'} <= set(ea.Tags()['images']), ea.Tags()['images']
+    monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')
+    client = mlflow.tracking.MlflowClient((out/'mlruns').resolve().as_uri())
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.run_name == 'o' and run.data.params['epochs'] == '2' and run.data.params['size'] == '64', run.data.params
+    assert [m.step for m in client.get_metric_history(run.info.run_id, 'coco/AP')] == [0, 1]
+    assert abs(run.data.metrics['coco/AP'] - stats['AP']) < 1e-9 and 'coco/AP_lo' in run.data.metrics
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {'labels.png', 'train_batch.png', 'predictions.png', 'stats.json', 'results.csv', 'predictions'} <= arts, arts
+    assert not any(a.endswith('.pth') for a in arts)
+    r = _run('train', '--log', 'tensorboard,comet', cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip() == "fastdet train: error: --log tensorboard,comet: no tracker 'comet'; expected tensorboard or mlflow (several comma-separated)", r.stderr
+    assert not (tmp_path/'runs').exists()  # refused before anything was read or made

@@ -57,6 +57,8 @@ def train_journey(data, cwd, hub, bounds=(3, 30), extra=()):
     out = cwd/last.split(':')[0].removeprefix('results in ')
     assert last.startswith('results in runs/train'), last
     for f in RUN_FILES: assert (out/f).stat().st_size > 0, f
+    rows = [r.split(',') for r in (out/'results.csv').read_text().splitlines()]  # epochs cut by --max-steps keep their training loss
+    assert rows[0][:3] == ['epoch', 'train_loss', 'valid_loss'] and all(len(r) == len(rows[0]) for r in rows), rows
     assert json.loads((out/'progress.json').read_text())['finished'] is True
     return r, out, epochs
 
