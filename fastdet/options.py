@@ -42,7 +42,7 @@ class TrainOptions:
     lr_find:bool=False # Use `lr_find`'s suggestion instead of --lr
     validate:str=None # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
     patience:int=None # Stop after N validated epochs without a new best beyond the noise (paired bootstrap, see fastdet.selection); needs per-epoch validation (default: train all epochs)
-    log:str=None # Experiment tracking: tensorboard, mlflow, or both comma-separated; into the run folder (tensorboard/, mlruns/ unless $MLFLOW_TRACKING_URI is set)
+    log:str=option(recorded=False) # Experiment tracking: tensorboard, mlflow, or both comma-separated; into the run folder (tensorboard/, mlruns/ unless $MLFLOW_TRACKING_URI is set)
     device:str=option(recorded=False) # cpu, cuda, cuda:1 or mps (default: the best available)
     workers:int=option(recorded=False) # Data loading processes (default: fastai's, one per core)
     procs:int=option(1, recorded=False) # Train in N processes (fastai's DDP through Accelerate): one per GPU, or N sharing the CPU; --bs is per process
