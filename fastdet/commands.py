@@ -21,7 +21,7 @@ import fastdet
 from .options import TrainOptions, takes_options
 from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
-from .data.core import DetDataLoaders
+from .data.core import DetDataLoaders, check_batches
 from .data.augment import DetFlip, ssd_aug_transforms
 from .learner import DetLearner, ValidateLastEpoch, NoValidation, make_learner
 from .modelfile import save_detector, load_detector, read_detector, load_training_state, MAX_SIZE
@@ -415,6 +415,7 @@ def train(
     start_weights(a.arch, a.weights)  # checked before reading the data
     dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, o.workers, dev,
                           fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
+    check_batches(dls)  # a --bs larger than the training set: said before a run folder is made
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
     if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
     fresh = not o.resume and not (o.out is not None and Path(o.out).exists())  # a folder made here: given back if the model can't be built

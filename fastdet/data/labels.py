@@ -15,6 +15,7 @@ import torch
 from fastcore.basics import patch
 from fastai.data.core import DataLoaders
 from .records import DetRecord
+from .core import check_batches
 from ..files import atomic_path
 
 # %% auto #0
@@ -90,6 +91,7 @@ def plot_train_batch(
 ):
     "A batch of `dls.train` as the model sees it, augmentation included (fastai's `show_batch` into one figure); the random state left as it was. The figure."
     import matplotlib.pyplot as plt
+    check_batches(dls)  # a training set smaller than a batch: fastai's loader has none to show (the same error as `fit`'s)
     with _random_state_kept(dls.train): b = dls.train.one_batch()
     n = min(max_n, len(b[0]))
     ncols = int(np.ceil(np.sqrt(n)))
