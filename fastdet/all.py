@@ -24,5 +24,6 @@ from .metrics import *
 from .thresholds import *
 from .selection import *
 from .interpret import *
+from .tracking import *
 from .distrib import *
 from .deploy import *

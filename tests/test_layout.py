@@ -6,11 +6,11 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent/'fastdet'
 # bottom to top: a module may import only the modules before it
 LAYERS = ['files', 'options', 'boxes',
-          'data.records', 'data.shapes', 'data.readers', 'data.core', 'data.augment',
+          'data.records', 'data.shapes', 'data.readers', 'data.core', 'data.augment', 'data.labels',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
           'losses.ssd', 'losses.efficientdet', 'evaluation',
-          'metrics', 'thresholds', 'selection', 'ema', 'families', 'prediction', 'export', 'distrib', 'learner', 'modelfile', 'interpret', 'deploy', 'recipes', 'commands', 'cli']
+          'metrics', 'thresholds', 'selection', 'ema', 'families', 'prediction', 'export', 'distrib', 'learner', 'modelfile', 'interpret', 'tracking', 'deploy', 'recipes', 'commands', 'cli']
 NOT_LAYERED = {'__init__', '_modidx', 'all'}
 
 def _module(path:Path)->str:
