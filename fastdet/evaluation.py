@@ -83,18 +83,17 @@ class COCOMatches:
         K, A = len(self.cat_ids), len(AREA_RNG)
         idx = self.g_k[None] * A + np.arange(A)[:, None]  # [A, G]
         if w is None: return np.bincount(idx[self.g_counted], minlength=K * A).reshape(K, A).astype(np.float64)
-        w2 = np.atleast_2d(w).astype(np.float64)
-        out = np.zeros((len(w2), K * A))
-        for a in range(A):
-            keep = self.g_counted[a]
-            m = _sparse_rows(self.g_img[keep], idx[a][keep], self.n, K * A)  # image x (k, a) counts
-            out += (m.T @ w2.T).T
-        out = out.reshape(len(w2), K, A)
+        w2 = np.atleast_2d(w)
+        w2 = w2 if w2.dtype == np.float32 else w2.astype(np.float64)
+        img = np.broadcast_to(self.g_img, self.g_counted.shape)[self.g_counted]
+        counts = np.bincount(img * (K * A) + idx[self.g_counted], minlength=self.n * K * A).reshape(self.n, K * A)  # image x (category, area range)
+        out = (w2 @ counts.astype(w2.dtype)).astype(np.float64).reshape(len(w2), K, A)  # whole counts: exact in float32 too
         return out if np.ndim(w) == 2 else out[0]
 
-def _sparse_rows(rows, cols, n_rows, n_cols):
+def _sparse_rows(rows, cols, n_rows:int, n_cols:int, dtype=np.float64):
+    "`[n_rows, n_cols]` sparse counts of the (row, col) pairs."
     from scipy.sparse import csr_matrix
-    return csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_rows, n_cols))
+    return csr_matrix((np.ones(len(rows), dtype), (rows, cols)), shape=(n_rows, n_cols))
 
 def match_coco(
     g_img, g_cat, g_xywh, g_area, g_crowd, # Ground truth: image index (0..n-1), category id, pixel xywh, area, crowd flag
@@ -269,17 +268,27 @@ def resample_weights(
     n:int, # Number of images
     n_boot:int=1000, # Number of resamples
     seed:int=0, # Seed of the draws: the same seed gives the same resamples
+    dtype=np.float64, # float32 holds the counts exactly, and `coco_resampled` computes in it faster
 )->np.ndarray:
     "`[n_boot, n]` how many times each image is drawn in each bootstrap resample (`n` draws with replacement)."
     if n_boot < 1: raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(np.float64) if n else np.zeros((n_boot, 0))
+    if not n: return np.zeros((n_boot, 0), dtype)
+    draws = np.random.default_rng(seed).integers(0, n, (n_boot, n)) + np.arange(n_boot)[:, None] * n  # each resample's images, numbered apart
+    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(dtype)
 
-def _weighted_ap(tp, fp, img, w, npig, wt=None, chunk:int=500_000)->np.ndarray:
-    "`[B, T]` COCO AP of one category and area range with images weighted by `w` `[B, n]` (`wt`: its transpose, contiguous): the value COCOeval gives on the resampled images (images drawn twice appear twice)."
-    from scipy.sparse import csr_matrix
-    wt = np.ascontiguousarray(w.T) if wt is None else wt
-    B, T, n = len(w), len(tp), w.shape[1]
+def _running(x:np.ndarray, op=np.add, reverse:bool=False)->np.ndarray:
+    "`x` `[P, b]` replaced by its running `op` down the rows (`reverse`: up from the last row), one row at a time: numpy's `accumulate` down the rows of a C-ordered array is several times slower."
+    rows = x[::-1] if reverse else x
+    prev = rows[0]
+    for row in rows[1:]:
+        op(row, prev, out=row)
+        prev = row
+    return x
+
+def _weighted_ap(tp, fp, img, wt, npig)->np.ndarray:
+    "`[B, T]` COCO AP of one category and area range with image `i` weighted by `wt[i]` `[n, B]`: what COCOeval gives on the resampled images (an image drawn twice appears twice). Computed in `wt`'s float type."
+    n, B = wt.shape
+    T = len(tp)
     out = np.zeros((B, T))
     hit = tp.any(0)
     if not hit.any(): return out
@@ -288,70 +297,66 @@ def _weighted_ap(tp, fp, img, w, npig, wt=None, chunk:int=500_000)->np.ndarray:
     # the interpolated precision is read where a threshold has a true positive: there it is (true positives) / (detections counted so far)
     t_of, pos = np.nonzero(tp)  # each true positive, by threshold then position
     seg = np.searchsorted(t_of, np.arange(T + 1))
-    U, u_of = np.unique(pos, return_inverse=True)
     counted = tp | fp  # in the statistic at a threshold (the rest are matched to an ignored box, or outside the area range)
-    static = np.flatnonzero(counted.all(0))
-    upto = lambda d, v: csr_matrix((v, (np.searchsorted(U, d), img[d])), shape=(len(U), n))  # detections d counted in the gap ending at each U
-    gaps = upto(static, np.ones(len(static)))
-    dyn = np.flatnonzero(counted.any(0) & ~counted.all(0))
-    dyn_gaps = [upto(dyn, counted[t, dyn].astype(np.float64)) for t in range(T)] if len(dyn) else []
-    img_tp = img[pos]
-    step = max(1, chunk // max(len(pos) + len(U), 1))
-    def run(b0):  # positions along axis 0, resamples along axis 1: the running sums run down contiguous rows
-        wbt, nb = np.ascontiguousarray(wt[:, b0:b0 + step]), npig[b0:b0 + step]
-        b = wbt.shape[1]
-        base = np.cumsum(gaps @ wbt, axis=0)[u_of]  # [P, b] detections counted up to each true positive
-        for t, g in enumerate(dyn_gaps):
-            if seg[t] < seg[t + 1]: base[seg[t]:seg[t + 1]] += np.cumsum(g @ wbt, axis=0)[u_of[seg[t]:seg[t + 1]]]
-        tps = wbt[img_tp]  # [P, b] true positives so far, counted from each threshold's first
-        for t in range(T): np.cumsum(tps[seg[t]:seg[t + 1]], axis=0, out=tps[seg[t]:seg[t + 1]])
-        top = int(nb.max())
-        table = np.searchsorted(REC_THRS, np.arange(top + 1)[:, None] / nb[None], 'right')  # [top + 1, b] recall thresholds reached by each count
-        reached = np.take(table.ravel(), tps.astype(np.int64) * b + np.arange(b))
-        base += np.spacing(1)
-        pr = np.divide(tps, base, out=base)
-        res = np.zeros((b, T))
-        for t in range(T):
-            s, e = seg[t], seg[t + 1]
-            if s == e: continue
-            env = np.maximum.accumulate(pr[s:e][::-1], axis=0)[::-1]
-            res[:, t] = (env * np.diff(reached[s:e], axis=0, prepend=0)).sum(0) / len(REC_THRS)
-        out[b0:b0 + step] = res
-    starts = range(0, B, step)
-    if len(starts) > 1:
-        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as ex: list(ex.map(run, starts))
-    else: run(0)
+    # detections counted at every threshold: summed once, between consecutive true positives of any threshold
+    U, u_of = np.unique(pos, return_inverse=True)
+    every = np.flatnonzero(counted.all(0))
+    base = _running(_sparse_rows(np.searchsorted(U, every), img[every], len(U), n, wt.dtype) @ wt)  # [U, B] detections counted up to each
+    some = counted.any(0) & ~counted.all(0)
+    nbs, col = np.unique(npig, return_inverse=True)  # a few hundred distinct box counts among the resamples
+    table = np.searchsorted(REC_THRS, np.arange(int(nbs[-1]) + 1)[:, None] / nbs[None], 'right').astype(np.int16)  # [count, box count] recall thresholds reached
+    col = col.astype(np.int32)
+    eps = wt.dtype.type(np.spacing(1))
+    for t in range(T):
+        s, e = seg[t], seg[t + 1]
+        if s == e: continue
+        p = pos[s:e]
+        d = np.flatnonzero(some & counted[t])  # counted at this threshold only: summed between its own true positives
+        r = np.searchsorted(p, d)
+        d, r = d[r < len(p)], r[r < len(p)]
+        b = base[u_of[s:e]]  # [Pt, B] detections counted up to each true positive
+        if len(d): b += _running(_sparse_rows(r, img[d], len(p), n, wt.dtype) @ wt)
+        tps = _running(wt[img[p]])  # [Pt, B] true positives up to each
+        idx = tps.astype(np.int32)
+        idx *= len(nbs)
+        idx += col
+        reached = np.take(table.ravel(), idx)  # [Pt, B] recall thresholds reached
+        b += eps
+        pr = _running(np.divide(tps, b, out=b), np.maximum, reverse=True)  # the precision envelope
+        step = np.diff(reached, axis=0, prepend=np.int16(0))
+        out[:, t] = np.einsum('pb,pb->b', pr, step.astype(wt.dtype), dtype=np.float64) / len(REC_THRS)
     return out
 
 def coco_resampled(
     m:COCOMatches, # `match_coco`'s matches
-    w:np.ndarray, # `[B, n]` weight of each image in each resample (`resample_weights`; ones: the point estimate)
+    w:np.ndarray, # `[B, n]` weight of each image in each resample (`resample_weights`; ones: the point estimate); float32 weights: computed in float32, a third faster, values within 1e-7
 )->dict:
     "The 12 COCO statistics `[B]` and per-class AP, AP50, AP75, AR100 `[B, K]` of each resample, NaN where COCO leaves a value undefined."
     T, K, A = len(IOU_THRS), len(m.cat_ids), len(AREA_RNG)
-    w = np.atleast_2d(np.asarray(w, np.float64))
+    w = np.atleast_2d(np.asarray(w))
+    w = w if w.dtype == np.float32 else w.astype(np.float64)
     B = len(w)
     npig = m.npig(w)  # [B, K, A]
     ap = np.full((B, T, K, A), np.nan)
     ar = np.full((B, T, K, A, len(MAX_DETS)), np.nan)
     ks = np.searchsorted(m.d_k, np.arange(K + 1))
     wt = np.ascontiguousarray(w.T)
-    for k in range(K):
+    def one(ka):  # one category in one area range
+        k, a = ka
         s, e = ks[k], ks[k + 1]
         img, rank = m.d_img[s:e], m.d_rank[s:e]
-        for a in range(A):
-            valid = npig[:, k, a] > 0
-            if not valid.any(): continue
-            every = valid.all()  # resamples without a counted box of the class leave its values undefined
-            wv, wvt = (w, wt) if every else (w[valid], np.ascontiguousarray(wt[:, valid]))
-            tp, fp = m.tp[a][:, s:e], m.fp[a][:, s:e]
-            ap[valid, :, k, a] = _weighted_ap(tp, fp, img, wv, npig[valid, k, a], wvt)
-            hit = np.flatnonzero(tp.any(0))
-            rows = wvt[img[hit]]  # [H, b] the weight of each true positive's image
-            for mi, md in enumerate(MAX_DETS):
-                if a and md != MAX_DETS[-1]: continue
-                num = (tp[:, hit] & (rank[hit] < md)).astype(np.float64) @ rows  # [T, b] true positives found
-                ar[valid, :, k, a, mi] = (num / npig[valid, k, a]).T
+        valid = npig[:, k, a] > 0
+        if not valid.any(): return
+        valid, wvt = (slice(None), wt) if valid.all() else (valid, np.ascontiguousarray(wt[:, valid]))  # resamples without a counted box of the class leave its values undefined
+        tp, fp = m.tp[a][:, s:e], m.fp[a][:, s:e]
+        ap[valid, :, k, a] = _weighted_ap(tp, fp, img, wvt, npig[valid, k, a])
+        hit = np.flatnonzero(tp.any(0))
+        rows = wvt[img[hit]]  # [H, b] the weight of each true positive's image
+        for mi, md in enumerate(MAX_DETS):
+            if a and md != MAX_DETS[-1]: continue
+            num = (tp[:, hit] & (rank[hit] < md)).astype(w.dtype) @ rows  # [T, b] true positives found
+            ar[valid, :, k, a, mi] = (num / npig[valid, k, a]).T
+    with ThreadPoolExecutor(os.cpu_count() or 1) as ex: list(ex.map(one, [(k, a) for k in range(K) for a in range(A)]))  # numpy lets go of the GIL in the long steps
     with np.errstate(all='ignore'), warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
         per_k = lambda x: np.nanmean(x, axis=1)  # [B, K]
@@ -457,7 +462,7 @@ def coco_intervals(
     level:float=.95, # Coverage of each interval
 )->tuple:
     "Image-level bootstrap percentile intervals: `({stat: (lo, hi)}, {'AP'|'AP50'|'AP75'|'AR100': (lo [K], hi [K])})` for the 12 statistics and per category."
-    stats, cls = coco_resampled(m, resample_weights(m.n, n_boot, seed))
+    stats, cls = coco_resampled(m, resample_weights(m.n, n_boot, seed, np.float32))
     return ({k: tuple(float(x) for x in percentile_interval(v, level)) for k, v in stats.items()},
             {k: percentile_interval(v, level) for k, v in cls.items()})
 
@@ -474,7 +479,7 @@ def coco_compare(
     if not np.array_equal(a.cat_ids, b.cat_ids): raise ValueError(f"The two evaluations cover different categories: {a.cat_ids} against {b.cat_ids}")
     ones = np.ones((1, a.n))
     (pa, ca), (pb, cb) = coco_resampled(a, ones), coco_resampled(b, ones)
-    w = resample_weights(a.n, n_boot, seed)
+    w = resample_weights(a.n, n_boot, seed, np.float32)
     (sa, ka), (sb, kb) = coco_resampled(a, w), coco_resampled(b, w)
     def row(x, y, dx, dy):
         d = dy - dx
