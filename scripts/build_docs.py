@@ -49,20 +49,38 @@ _notebook_bars()
 get_ipython().events.register('pre_run_cell', _notebook_bars)
 """
 
-# nbdev's processing, with its doc links reaching fastai's docs (`Learner`, `DataBlock`, `Learner.fine_tune`, ...) and
+# nbdev's processing, with its doc links reaching fastai's docs (`Learner`, `DataBlock`, `Learner.fine_tune`, ...), torchvision's,
+# effdet's, timm's and pycocotools' (`batched_nms`, `AnchorLabeler`, `COCOeval`: `OTHERS`) and
 # the names a reader means: `predict`, `learn.predict` and `show_results` are `DetLearner`'s, `export` is fastai's
 # `Learner.export` (not the command functions of fastdet.commands, which the prose calls `fastdet predict`)
 _PROC = r"""
 import nbdev.processors as P, nbdev.doclinks as D
+_TV, _GH = 'https://pytorch.org/vision/stable/', 'https://github.com/'
+_EFFDET, _COCOAPI = _GH + 'rwightman/efficientdet-pytorch/blob/master/effdet/', _GH + 'cocodataset/cocoapi/blob/master/PythonAPI/pycocotools/'
+OTHERS = {  # what the pages name from the libraries fastdet builds on, which publish no nbdev index: their docs, else their source
+    **{n: f'{_TV}models/generated/torchvision.models.detection.{n}.html' for n in ('ssdlite320_mobilenet_v3_large', 'ssd300_vgg16')},
+    **{n: f'{_TV}generated/torchvision.ops.{n}.html' for n in ('box_iou', 'batched_nms', 'nms', 'box_convert', 'clip_boxes_to_image')},
+    'RandomIoUCrop': f'{_TV}generated/torchvision.transforms.v2.RandomIoUCrop.html',
+    'SSDMatcher': _GH + 'pytorch/vision/blob/main/torchvision/models/detection/_utils.py',
+    'SSD.compute_loss': _GH + 'pytorch/vision/blob/main/torchvision/models/detection/ssd.py',
+    'ModelEmaV3': _GH + 'huggingface/pytorch-image-models/blob/main/timm/utils/model_ema.py',
+    'AnchorLabeler': _EFFDET + 'anchors.py', 'AnchorLabeler.batch_label_anchors': _EFFDET + 'anchors.py',
+    'DetBenchTrain': _EFFDET + 'bench.py', 'DetBenchPredict': _EFFDET + 'bench.py', 'effdet.create_model': _EFFDET + 'factory.py',
+    **{n: _COCOAPI + 'cocoeval.py' for n in ('COCOeval', 'COCOeval.evaluate', 'COCOeval.evaluateImg', 'COCOeval.accumulate', 'COCOeval.summarize')},
+    'COCO': _COCOAPI + 'coco.py', 'COCO.loadRes': _COCOAPI + 'coco.py',
+    'onnxruntime': 'https://onnxruntime.ai/docs/api/python/api_summary.html',
+}
 class Lookup(D.NbdevLookup):
     MEANT = {'predict': 'DetLearner.predict', 'predict_batch': 'DetLearner.predict_batch', 'show_results': 'DetLearner.show_results',
              'export_onnx': 'DetLearner.export_onnx', 'export': 'Learner.export', 'fine_tune': 'Learner.fine_tune',
-             'fit_one_cycle': 'Learner.fit_one_cycle', 'lr_find': 'Learner.lr_find'}
+             'fit_one_cycle': 'Learner.fit_one_cycle', 'lr_find': 'Learner.lr_find',
+             **{f'from_{f}': f'DetDataLoaders.from_{f}' for f in ('coco', 'voc', 'yolo', 'csv', 'records')}}
     def __init__(self, *args, **kwargs): super().__init__(strip_libs='fastdet fastai')
     def __getitem__(self, s):
         if s.startswith('learn.'): s = s[len('learn.'):]
         s = self.MEANT.get(s, s)
-        return super().__getitem__(s) or (super().__getitem__('Learner.' + s.split('.', 1)[1]) if s.startswith('DetLearner.') else None)
+        other = OTHERS.get(s[len('torchvision.ops.'):] if s.startswith('torchvision.ops.') else s)
+        return other or super().__getitem__(s) or (super().__getitem__('Learner.' + s.split('.', 1)[1]) if s.startswith('DetLearner.') else None)
 P.NbdevLookup = Lookup
 
 # API entries as fastai's: `class`/`def`, the signature without its comments, then a table of the parameters

@@ -145,6 +145,18 @@ def test_no_warnings_and_no_broken_links(site):
     assert (site/'404.html').is_file()
     assert site_problems(site) == {}
 
+def test_names_from_other_libraries_link_to_their_docs(site):
+    "torchvision, timm, effdet and pycocotools names in the prose link to those projects' pages (fastai's go to docs.fast.ai)."
+    want = {'boxes.html': 'https://pytorch.org/vision/stable/generated/torchvision.ops.batched_nms.html',
+            'data.augment.html': 'https://pytorch.org/vision/stable/generated/torchvision.transforms.v2.RandomIoUCrop.html',
+            'models.ssd.html': 'https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.ssd300_vgg16.html',
+            'ema.html': 'https://github.com/huggingface/pytorch-image-models/blob/main/timm/utils/model_ema.py',
+            'anchors.efficientdet.html': 'https://github.com/rwightman/efficientdet-pytorch/blob/master/effdet/anchors.py',
+            'evaluation.html': 'https://github.com/cocodataset/cocoapi/blob/master/PythonAPI/pycocotools/cocoeval.py',
+            'learner.html': 'https://docs.fast.ai/learner.html#learner'}
+    missing = {page: url for page, url in want.items() if url not in _links((site/page).read_text())}
+    assert missing == {}, missing
+
 def test_subtitles_unquoted_and_code_visible(site, server, browser):
     "14.6: front-matter subtitles without literal quotes; long commands wrap or scroll, never cut off."
     text = _open(browser, f'{server}/learner.html')
