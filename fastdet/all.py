@@ -7,6 +7,7 @@ from .data.readers import *
 from .data.core import *
 from .data.augment import *
 from .data.labels import *
+from .data.sampling import *
 from .anchors.ssd import *
 from .anchors.efficientdet import *
 from .models.ssd import *

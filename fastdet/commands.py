@@ -33,6 +33,7 @@ from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
 from .data.labels import save_label_plots
+from .data.sampling import *  # DataLoaders.repeat_factor_sampling
 from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
@@ -41,9 +42,9 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
-           'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'recipe_summary',
-           'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'export', 'evaluate_model', 'compare_models',
-           'shapes_detector_file', 'shapes_detector']
+           'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh',
+           'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'export',
+           'evaluate_model', 'compare_models', 'shapes_detector_file', 'shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -293,6 +294,26 @@ def check_train_options(epochs=None, bs=None, lr=None, size=None, n=None, worker
     check_range('--procs', procs, 1, 256, whole=True); check_range('--max-steps', max_steps, 1, None, whole=True)
     check_range('--seed', seed, 0, 2**32 - 1, whole=True)
 
+def sampling_thresh(
+    sampling:str=None, # `--sampling`: None, 'uniform', 'rfs' or 'rfs:T'
+)->float:
+    "The repeat-factor threshold `--sampling` asks for (`None`: uniform sampling)."
+    if sampling in (None, 'uniform'): return None
+    kind, _, t = str(sampling).partition(':')
+    try: thresh = float(t) if t else .1
+    except ValueError: thresh = None
+    if kind != 'rfs' or thresh is None: raise CLIError(f"--sampling {sampling}: expected uniform, rfs or rfs:T (T a threshold in (0, 1], e.g. rfs:0.2)")
+    check_range('--sampling rfs:T', thresh, 0, 1, lo_open=True)
+    return thresh
+
+def sampling_summary(dls, thresh:float)->str:
+    "The line `fastdet train` prints about repeat-factor sampling: the classes it repeats, and how many training images."
+    r, cf = dls.train.factors, sorted(dls.train.class_factors.items(), key=lambda kv: -kv[1])
+    rare = [f"{c} x{f:.2f}" for c, f in cf if f > 1]
+    if not rare: return f"sampling: repeat-factor (threshold {thresh:g}): every class is in at least {thresh:.0%} of the training images, nothing repeated"
+    return (f"sampling: repeat-factor (threshold {thresh:g}): {', '.join(rare[:6])}{' ...' if len(rare) > 6 else ''}; "
+            f"{int((r > 1).sum())} of {len(r)} training images shown more often, each epoch still {len(r)} images")
+
 def recipe_summary(a, n_train:int=None, n_procs:int=1)->str:
     "The line `fastdet train` prints about how it trains."
     start = {'none': 'from scratch', 'pretrained': 'fine-tuning from pretrained weights', 'coco': 'fine-tuning from COCO weights',
@@ -394,6 +415,8 @@ def train(
     o = replace(TrainOptions() if opts is None else opts, **kwargs)  # an unknown keyword: a TypeError naming it
     import matplotlib; matplotlib.use('Agg')
     check_train_options(o.epochs, o.bs, o.lr, o.size, o.n, o.workers, o.procs, o.max_steps, o.seed, o.patience)
+    rfs = sampling_thresh(o.sampling)
+    if rfs and o.procs > 1: raise CLIError(f"--sampling {o.sampling} with --procs {o.procs}: repeat-factor sampling runs in one process for now")
     try: parse_trackers(o.log)  # known and installed, before anything is read
     except (ValueError, ImportError) as e: raise CLIError(str(e)) from None
     if o.procs > 1:  # one process per GPU (or N on the CPU), each running this function; the run folder chosen here, once
@@ -416,6 +439,7 @@ def train(
     dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, o.workers, dev,
                           fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
     check_batches(dls)  # a --bs larger than the training set: said before a run folder is made
+    if rfs: dls.repeat_factor_sampling(rfs)
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
     if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
     fresh = not o.resume and not (o.out is not None and Path(o.out).exists())  # a folder made here: given back if the model can't be built
@@ -424,6 +448,7 @@ def train(
     print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
           f"{a.bs * n_procs} in all; lr as given)" if n_procs > 1 else '') + f", run folder {out}")
     print(data_summary(dls, info, o.verbose))
+    if rfs: print(sampling_summary(dls, rfs))
     print(recipe_summary(a, len(dls.train_ds), n_procs))
     fine_tune = a.weights != 'none'
     epochs, per_epoch = step_cap(a.epochs, len(dls.train), a.max_steps, int(fine_tune))

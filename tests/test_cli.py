@@ -68,6 +68,8 @@ def test_predict_and_eval(trained):
     (('eval', 'notes.txt', 'x.json'), 'notes.txt: not a model file (neither a torch file nor a pickle)'),
     (('eval', 'notes.pkl', 'x.json'), 'notes.pkl: a pickled learner; loading it runs whatever code the file names'),
     (('eval', 'notes.pkl', 'x.json', '--unsafe-pickle'), 'not a model file exported by fastdet'),
+    (('train', '--sampling', 'balanced'), '--sampling balanced: expected uniform, rfs or rfs:T'),
+    (('train', '--sampling', 'rfs:2'), '--sampling rfs:T 2.0: expected a number above 0'),
 ])
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, args, expect):
     from fastdet.cli import main
@@ -283,6 +285,23 @@ def test_the_data_check_is_summarised(tmp_path):
                  '1 images without a size (or size 0) in their annotation: size read from the image:', '1 boxes clipped to their image (1 images):',
                  f"    {tmp_path/'v'/'0.jpg'}: PNG", f"    {tmp_path/'v'/'1.jpg'}", f"    {tmp_path/'v'/'2.jpg'}"):
         assert any(l.strip().startswith(line.strip()) for l in r.stdout.splitlines()), (line, r.stdout[:1500])
+
+def test_repeat_factor_sampling_on_a_real_imbalanced_set(tmp_path):
+    "--sampling rfs:T: the classes' factors as LVIS's rule gives them from the label files (HIT-UAV: OtherVehicle in 14 of 276 training images)."
+    data = Path(os.environ['FASTDET_TEST_DATA'])/'hit-uav'
+    names = ['Person', 'Car', 'Bicycle', 'OtherVehicle']
+    files = sorted((data/'labels'/'train').glob('*.txt'))
+    held = [{names[int(l.split()[0])] for l in f.read_text().splitlines() if l.strip()} for f in files]
+    share = {c: sum(c in h for h in held) / len(held) for c in names}
+    factor = {c: max(1, (.2 / f) ** .5) for c, f in share.items()}
+    repeated = sum(max(factor[c] for c in h) > 1 for h in held if h)
+    r = _run('train', data, '--sampling', 'rfs:0.2', '--size', 64, '--bs', 8, '--max-steps', 2, '--validate', 'last', '--workers', 0, '--out', tmp_path/'o', *SCRATCH, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(l for l in r.stdout.splitlines() if l.startswith('sampling:'))
+    rare = sorted((f, c) for c, f in factor.items() if f > 1)[::-1]
+    assert line == (f"sampling: repeat-factor (threshold 0.2): {', '.join(f'{c} x{f:.2f}' for f, c in rare)}; "
+                    f"{repeated} of {len(files)} training images shown more often, each epoch still {len(files)} images"), line
+    assert json.loads((tmp_path/'o'/'args.json').read_text())['sampling'] == 'rfs:0.2'  # --resume samples the same way
 
 def test_eval_in_two_processes_prints_the_same_stats(trained, tmp_path):
     "17.3/17.4: `fastdet eval --procs 2` on 15 images (one padding sample) prints the one-process table exactly, VOC mAP included."

@@ -109,6 +109,16 @@ def test_dataloaders_from_yolo(data_dir):
     assert dls.report.boxes == 929 and dls.report.negatives == 2
     _one_batch(dls, 80)
 
+def test_a_yolo_dataset_brings_its_validation_split(data_dir):
+    "ultralytics' yaml `val` (HIT-UAV: images/val) is the validation set, read by `fastdet train DATA` too; coco128 names its training images as `val`: no split of its own."
+    from fastdet.data.readers import read_records
+    for path in (data_dir/'hit-uav', data_dir/'hit-uav'/'data.yaml'):
+        recs = read_records(path)
+        n_val = len(list((data_dir/'hit-uav'/'images'/'val').iterdir()))
+        assert (len(recs), len(recs.valid_idx)) == (276 + n_val, n_val) == (345, 69)
+        assert {recs[i].file.parent.name for i in recs.valid_idx} == {'val'} and recs[0].file.parent.name == 'train'
+    assert getattr(read_records(data_dir/'coco128'/'data.yaml'), 'valid_idx', None) is None
+
 def test_dataloaders_from_voc(data_dir):
     dls = DetDataLoaders.from_voc(data_dir/'raccoon', check_images=False, **SMALL)
     assert dls.report.boxes == 217 and len(dls.train_ds) == 160

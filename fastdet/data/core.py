@@ -12,7 +12,6 @@ from functools import cached_property
 from pathlib import Path
 import numpy as np
 import pandas as pd
-import yaml
 from PIL import Image
 from torch import Tensor
 from fastcore.basics import ifnone, listify, patch
@@ -26,7 +25,7 @@ from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
 from ..boxes import detections_to_pixels
 from .records import DetImage, DetRecord, DetRecords, check_records
-from .readers import read_coco, read_voc, read_yolo, read_csv, read_df, _concat, _yolo_yaml
+from .readers import read_coco, read_voc, read_yolo, read_yolo_splits, read_csv, read_df, _concat
 from .shapes import SHAPE_CLASSES, make_shapes
 
 # %% auto #0
@@ -162,16 +161,13 @@ class DetDataLoaders(DataLoaders):
     def from_yolo(cls,
         path, # Dataset yaml or folder
         split:str='train', # Training images: yaml key (or subfolder of `images/`)
-        valid_split:str='val', # Validation images, used when the yaml has this key (else a random split)
+        valid_split:str='val', # Validation images, when the dataset names them and they are not the training images (else a random split)
         names=None, # Class names, overriding the yaml's
         vocab:list=None, # Class names used (default: all of the yaml's `names`, in index order)
         **kwargs
     ):
         "Detection `DataLoaders` from a YOLO dataset (ultralytics layout)."
-        recs = read_yolo(path, split, names=names)
-        y = _yolo_yaml(Path(path))
-        if valid_split and valid_split != split and y is not None and (yaml.safe_load(y.read_text()) or {}).get(valid_split):
-            recs = _concat(recs, read_yolo(path, valid_split, names=names))
+        recs = read_yolo_splits(path, split, valid_split, names)
         vocab = ifnone(vocab, [recs.categories[k] for k in sorted(recs.categories)])
         return cls.from_records(recs, vocab=vocab, **_use_split(recs, kwargs))
 

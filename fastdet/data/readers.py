@@ -19,8 +19,8 @@ from ..boxes import convert_boxes
 from .records import DetRecord, DetRecords, image_hw
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'FORMATS', 'files_under', 'read_json', 'read_coco', 'read_voc', 'read_yolo', 'read_df', 'read_csv',
-           'detect_format', 'read_records']
+__all__ = ['IMG_EXTS', 'FORMATS', 'files_under', 'read_json', 'read_coco', 'read_voc', 'read_yolo', 'read_yolo_splits', 'read_df',
+           'read_csv', 'detect_format', 'read_records']
 
 # %% ../../nbs/03_data.readers.ipynb #c007
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.gif', '.mpo', '.dng', '.pfm', '.heic')
@@ -264,6 +264,21 @@ def read_yolo(
                       + ', '.join(map(str, orphans[:5])) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else ''))
     return DetRecords(recs, categories=names, source=src)
 
+def read_yolo_splits(
+    path, # Dataset yaml, or a dataset folder
+    split:str='train', # The training images (see `read_yolo`)
+    valid_split:str='val', # The validation images, when the dataset names them (yaml key, or `images/` subfolder)
+    names=None, # Class names (list or `{index: name}`), overriding the yaml's
+)->DetRecords:
+    "A YOLO dataset's training records then its validation records (`valid_idx`), as ultralytics splits it; the training records alone when it names no other validation images."
+    recs, path = read_yolo(path, split, names=names), Path(path)
+    y = _yolo_yaml(path)
+    named = (yaml.safe_load(y.read_text()) or {}).get(valid_split) is not None if y is not None else (path/'images'/str(valid_split)).is_dir()
+    if not valid_split or valid_split == split or not named: return recs
+    valid = read_yolo(path, valid_split, names=names)
+    if {r.file.resolve() for r in valid} <= {r.file.resolve() for r in recs}: return recs  # ultralytics' sample sets (coco128) validate on their training images
+    return _concat(recs, valid)
+
 # %% ../../nbs/03_data.readers.ipynb #c024
 def _is_empty(v)->bool:
     if v is None: return True
@@ -414,7 +429,7 @@ def read_records(
     if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder")
     if fmt == 'yolo':
         if img_dir is not None: raise ValueError(f"{p}: a YOLO dataset names its own image folders (its yaml's train/val); img_dir does not apply")
-        return read_yolo(p)
+        return read_yolo_splits(p)
     if fmt == 'coco': return read_coco(_coco_json(p), img_dir)
     if fmt == 'voc': return read_voc(p, img_dir)
     return read_csv(p, img_dir)
