@@ -16,6 +16,7 @@ from .losses.ssd import *
 from .losses.efficientdet import *
 from .ema import *
 from .families import *
+from .priors import *
 from .prediction import *
 from .export import *
 from .learner import *

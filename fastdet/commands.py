@@ -34,6 +34,7 @@ from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
 from .data.labels import save_label_plots
 from .data.sampling import *  # DataLoaders.repeat_factor_sampling
+from .priors import prior_fit_report
 from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
@@ -439,6 +440,7 @@ def train(
     dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, o.workers, dev,
                           fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
     check_batches(dls)  # a --bs larger than the training set: said before a run folder is made
+    fit = prior_fit_report(dls, a.arch)  # the default boxes against the training boxes (a size the model can't take fails here too)
     if rfs: dls.repeat_factor_sampling(rfs)
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
     if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
@@ -448,6 +450,7 @@ def train(
     print(f"fastdet {fastdet.__version__}: {a.arch} at size {a.size} on {dev}" + (f" x {n_procs} processes (batch size {a.bs} per process, "
           f"{a.bs * n_procs} in all; lr as given)" if n_procs > 1 else '') + f", run folder {out}")
     print(data_summary(dls, info, o.verbose))
+    if fit: print(fit)
     if rfs: print(sampling_summary(dls, rfs))
     print(recipe_summary(a, len(dls.train_ds), n_procs))
     fine_tune = a.weights != 'none'

@@ -1,4 +1,4 @@
-"""One object per detector family (SSD, EfficientDet) that knows its architectures, its weights, the statistics they expect, its default size, loss and decoding, layer groups and what its model file holds; everything else asks `family_of(arch)`.
+"""One object per detector family (SSD, EfficientDet) that knows its architectures, its weights, the statistics they expect, its default size, default boxes, loss and decoding, layer groups and what its model file holds; everything else asks `family_of(arch)`.
 
 Docs: https://fastdet.github.io/fastdet/families.html.md"""
 
@@ -7,10 +7,12 @@ Docs: https://fastdet.github.io/fastdet/families.html.md"""
 # %% ../nbs/19_families.ipynb #f002
 from __future__ import annotations
 from pathlib import Path
-from torch import nn
+import torch
+from torch import nn, Tensor
 from fastai.vision.core import imagenet_stats
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from .models.ssd import create_ssd, ssd_configs, ssd_split, ssd_coco_archs
+from .boxes import bbox_to_pixels, convert_boxes
+from .models.ssd import create_ssd, ssd_configs, ssd_split, ssd_coco_archs, fm_sizes
 from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
@@ -94,6 +96,25 @@ class DetFamily:
     def check_export(self, loss)->None:
         "A `ValueError` if `loss`'s decoding has no ONNX form."
 
+    def default_boxes(self,
+        arch:str, # One of the family's architectures
+        hw:tuple, # `(h, w)` of the model input
+        **kwargs # The family's own model options (`model_kwargs`)
+    )->Tensor:
+        "The default boxes (anchors) `[A, 4]` that the model of `arch` matches training boxes to at input size `hw`: xyxy pixels of the model input."
+        raise NotImplementedError
+
+    def match_iou(self, arch:str, **settings)->float:
+        "The IoU from which the loss of `arch` (with `settings`, as `loss_settings` gives them) makes a default box a positive of a training box."
+        raise NotImplementedError
+
+    def fit_advice(self,
+        arch:str, # One of the family's architectures
+        smaller:bool, # Whether the boxes missed are smaller than the smallest default boxes
+    )->str:
+        "What makes the default boxes of `arch` fit the training boxes they miss: the fix `prior_fit_warning` names."
+        return "default boxes nearer the training boxes' sizes and shapes"
+
 # %% ../nbs/19_families.ipynb #f007
 _FAMILIES = []
 
@@ -154,6 +175,15 @@ class SSDFamily(DetFamily):
                     bbox_weight=lf.bbox_weight, score_thresh=lf.score_thresh, topk=lf.topk, nms_thresh=lf.nms_thresh, max_det=lf.max_det)
     def split(self, model): return ssd_split(model)
     def new_groups(self, weights): return 2 if weights in (None, 'imagenet') else 1  # a whole detector: only its heads are new
+    def default_boxes(self, arch, hw, **kwargs):  # the boxes the model's forward returns at `hw`
+        with torch.device('meta'): m = create_ssd(arch, 1, **kwargs)  # its layout only: no weights are made
+        return bbox_to_pixels(m.default_boxes(fm_sizes(m, hw), hw), hw)
+    def match_iou(self, arch, **settings): return self.loss(None, arch, **settings).match_thresh
+    def fit_advice(self, arch, smaller):
+        if not smaller: return "SSD's default boxes are shares of the input but their grid's steps are pixels: a larger --size makes the grid finer"
+        small = min(ssd_configs, key=lambda a: ssd_configs[a]['scales'][0])  # the layout whose default boxes start smallest
+        other = f"--arch {small} (from {ssd_configs[small]['scales'][0]:.0%} of the side) or " if arch != small else ''
+        return f"SSD's default boxes grow with the input, so a larger --size does not help; smaller ones do: {other}smaller `scales` in `model_kwargs`"
 
 # %% ../nbs/19_families.ipynb #f011
 class EfficientDetFamily(DetFamily):
@@ -172,6 +202,11 @@ class EfficientDetFamily(DetFamily):
     def loss(self, model, arch, max_det:int=100): return EffDetLoss(model.config, max_det=max_det)
     def loss_settings(self, lf): return dict(max_det=lf.max_det)
     def split(self, model): return efficientdet_split(model)
+    def default_boxes(self, arch, hw, **config):  # the anchors its loss labels
+        return convert_boxes(EffDetLoss(efficientdet_config(arch, image_size=hw, **config)).anchors, 'yxyx', 'xyxy')
+    def match_iou(self, arch, **settings): return EffDetLoss(efficientdet_config(arch), **settings).labeler.match_thresh
+    def fit_advice(self, arch, smaller):
+        return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + (" (or a smaller `anchor_scale` in `config`)" if smaller else '')
     def check_export(self, lf):
         if lf.config.soft_nms: raise ValueError("soft-NMS has no ONNX operator: export a model whose config has soft_nms=False")
 

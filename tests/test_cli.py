@@ -303,6 +303,23 @@ def test_repeat_factor_sampling_on_a_real_imbalanced_set(tmp_path):
                     f"{repeated} of {len(files)} training images shown more often, each epoch still {len(files)} images"), line
     assert json.loads((tmp_path/'o'/'args.json').read_text())['sampling'] == 'rfs:0.2'  # --resume samples the same way
 
+def test_train_prints_the_prior_fit(tmp_path):
+    "Issue 28.1: the data check says how many training boxes the default boxes fit, and names the fix when few do."
+    from PIL import Image
+    (tmp_path/'v').mkdir()
+    for i in range(8):  # two dots of 3 px and a blob of 48 px in each 64 x 64 image
+        Image.new('RGB', (64, 64), (40 * i, 90, 200)).save(tmp_path/'v'/f'{i}.jpg')
+        boxes = [('dot', 5, 8), ('dot', 30, 33), ('blob', 8, 56)]
+        objs = ''.join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{a}</ymin><xmax>{b}</xmax><ymax>{b}</ymax></bndbox></object>" for n, a, b in boxes)
+        (tmp_path/'v'/f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename><size><width>64</width><height>64</height></size>{objs}</annotation>")
+    r = _run('train', tmp_path/'v', '--size', 64, '--bs', 2, '--epochs', 1, '--max-steps', 1, '--workers', 0, '--out', tmp_path/'o', *SCRATCH, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    i = lines.index('prior fit: the default boxes of ssdlite_mobilenetv2 at 64x64 fit 33% of the 21 training boxes (IoU >= 0.5); small 0%, medium 100%')
+    assert lines[i - 1].startswith('data check: 8 images') and lines[i + 1].startswith(  # 7 training images, 3 boxes each
+        'warning: 0% of the small boxes (67% of all, median 3 px a side) have a default box at IoU >= 0.5; the smallest default boxes are 13 px. '
+        "SSD's default boxes grow with the input, so a larger --size does not help"), r.stdout[:2000]
+
 def test_eval_in_two_processes_prints_the_same_stats(trained, tmp_path):
     "17.3/17.4: `fastdet eval --procs 2` on 15 images (one padding sample) prints the one-process table exactly, VOC mAP included."
     d, _ = trained
