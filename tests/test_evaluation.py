@@ -104,13 +104,13 @@ def test_a_resample_is_pycocotools_on_the_resampled_images(synthetic):
         np.testing.assert_allclose([stats[k][b] for k in COCO_STATS], pycocotools_stats(g2, d2).stats, atol=1e-12)
 
 
-def test_float32_resamples_are_float64s_to_1e7(synthetic):
-    "Weights in float32 (what the intervals use) hold the counts exactly: every value within 1e-7 of float64's, recalls equal."
+def test_float32_resamples_are_float64s_to_1e6(synthetic):
+    "Weights in float32 (what the intervals use) hold the counts exactly: every value within 1e-6 of float64's (float32 sums), recalls equal."
     *_, m = synthetic
     w = resample_weights(m.n, 50, seed=2)
     (s64, c64), (s32, c32) = coco_resampled(m, w), coco_resampled(m, w.astype(np.float32))
-    for k in COCO_STATS: np.testing.assert_allclose(s32[k], s64[k], rtol=0, atol=1e-7, err_msg=k)
-    for k in c64: np.testing.assert_allclose(c32[k], c64[k], rtol=0, atol=1e-7, err_msg=k)
+    for k in COCO_STATS: np.testing.assert_allclose(s32[k], s64[k], rtol=0, atol=1e-6, err_msg=k)
+    for k in c64: np.testing.assert_allclose(c32[k], c64[k], rtol=0, atol=1e-6, err_msg=k)
     assert all(np.array_equal(s32[k], s64[k]) for k in COCO_STATS if k.startswith('AR'))
 
 
