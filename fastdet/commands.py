@@ -33,7 +33,7 @@ from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
 from .data.labels import save_label_plots
-from .data.sampling import *  # DataLoaders.repeat_factor_sampling
+from .data.sampling import class_repeat_factors  # (and `DataLoaders.repeat_factor_sampling`)
 from .priors import prior_fit_report
 from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
@@ -309,7 +309,8 @@ def sampling_thresh(
 
 def sampling_summary(dls, thresh:float)->str:
     "The line `fastdet train` prints about repeat-factor sampling: the classes it repeats, and how many training images."
-    r, cf = dls.train.factors, sorted(dls.train.class_factors.items(), key=lambda kv: -kv[1])
+    r = dls.train.factors
+    cf = sorted(class_repeat_factors([x.labels for x in dls.train.items], thresh).items(), key=lambda kv: -kv[1])
     rare = [f"{c} x{f:.2f}" for c, f in cf if f > 1]
     if not rare: return f"sampling: repeat-factor (threshold {thresh:g}): every class is in at least {thresh:.0%} of the training images, nothing repeated"
     return (f"sampling: repeat-factor (threshold {thresh:g}): {', '.join(rare[:6])}{' ...' if len(rare) > 6 else ''}; "

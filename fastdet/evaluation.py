@@ -87,8 +87,8 @@ class COCOMatches:
         w2 = np.atleast_2d(w)
         w2 = w2 if w2.dtype == np.float32 else w2.astype(np.float64)
         img = np.broadcast_to(self.g_img, self.g_counted.shape)[self.g_counted]
-        counts = np.bincount(img * (K * A) + idx[self.g_counted], minlength=self.n * K * A).reshape(self.n, K * A)  # image x (category, area range)
-        out = (w2 @ counts.astype(w2.dtype)).astype(np.float64).reshape(len(w2), K, A)  # whole counts: exact in float32 too
+        counts = _sparse_rows(img, idx[self.g_counted], self.n, K * A, w2.dtype)  # image x (category, area range)
+        out = (counts.T @ w2.T).T.astype(np.float64).reshape(len(w2), K, A)  # whole counts: exact in float32 too
         return out if np.ndim(w) == 2 else out[0]
 
 def _sparse_rows(rows, cols, n_rows:int, n_cols:int, dtype=np.float64):

@@ -47,10 +47,7 @@ def _notebook_bars(*args):  # before every cell: fastai's module may have been i
     if p is not None: p.master_bar, p.progress_bar = fp.NBMasterBar, fp.NBProgressBar
 _notebook_bars()
 get_ipython().events.register('pre_run_cell', _notebook_bars)
-# as `import fastdet` does: a page that imports fastai before fastdet, run first in its process, would show torch's
-# deprecation of the `torch.jit.script` that fastai's layers use on import (a warning no reader can act on)
-import warnings
-warnings.filterwarnings('ignore', message=r'`torch\\.jit\\.script` is deprecated', category=FutureWarning)
+import fastdet  # it silences torch's deprecation of the `torch.jit.script` fastai's layers use on import, which a page importing fastai first would show
 """
 
 # nbdev's processing, with its doc links reaching fastai's docs (`Learner`, `DataBlock`, `Learner.fine_tune`, ...), torchvision's,

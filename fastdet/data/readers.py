@@ -272,9 +272,9 @@ def read_yolo_splits(
 )->DetRecords:
     "A YOLO dataset's training records then its validation records (`valid_idx`), as ultralytics splits it; the training records alone when it names no other validation images."
     recs, path = read_yolo(path, split, names=names), Path(path)
+    if not valid_split or valid_split == split: return recs
     y = _yolo_yaml(path)
-    named = (yaml.safe_load(y.read_text()) or {}).get(valid_split) is not None if y is not None else (path/'images'/str(valid_split)).is_dir()
-    if not valid_split or valid_split == split or not named: return recs
+    if not ((yaml.safe_load(y.read_text()) or {}).get(valid_split) is not None if y is not None else (path/'images'/valid_split).is_dir()): return recs
     valid = read_yolo(path, valid_split, names=names)
     if {r.file.resolve() for r in valid} <= {r.file.resolve() for r in recs}: return recs  # ultralytics' sample sets (coco128) validate on their training images
     return _concat(recs, valid)

@@ -44,11 +44,9 @@ class RepeatFactorDL(TfmdDL):
     def get_idxs(self):
         r = self.factors
         if r is None or not self.shuffle or len(r) != self.n: return super().get_idxs()
-        reps = np.floor(r).astype(np.int64) + np.array([self.rng.random() < f for f in r % 1], np.int64)
-        idxs = np.repeat(np.arange(len(r)), reps).tolist()
-        self.rng.shuffle(idxs)
-        while len(idxs) < self.n: idxs += self.rng.sample(idxs, min(len(idxs), self.n - len(idxs)))  # (stochastic rounding fell short)
-        return idxs[:self.n]
+        g = np.random.default_rng(self.rng.getrandbits(64))  # from fastai's generator of this loader, so `set_seed` repeats it
+        reps = np.floor(r).astype(np.int64) + (g.random(len(r)) < r % 1)
+        return g.permutation(np.repeat(np.arange(len(r)), reps))[:self.n].tolist()  # every factor >= 1: never fewer than n
 
 # %% ../../nbs/08_data.sampling.ipynb #f010
 @patch
@@ -60,5 +58,4 @@ def repeat_factor_sampling(
     train = self.train
     labels = [list(getattr(it, 'labels', [])) for it in train.items]
     self.loaders[0] = train.new(cls=RepeatFactorDL, factors=repeat_factors(labels, thresh))
-    self.loaders[0].class_factors = class_repeat_factors(labels, thresh)
     return self
