@@ -93,11 +93,14 @@ def fastdet_export(
     format:str='onnx', # Export format: onnx (decoding and NMS inside the graph; needs `pip install "fastdet[onnx]"`)
     out:str=None, # The file to write (default: MODEL with the format's extension)
     opset:int=17, # ONNX opset (11 to 21)
+    int8:store_true=False, # INT8: convolutions quantized by onnxruntime, calibrated on training images; prints both models' COCO stats on the validation images (default out: MODEL.int8.onnx)
+    data:str=None, # With --int8: the images to calibrate on and validate with, split as fastdet train splits them (default: the run's own data)
+    calib:int=100, # With --int8: training images to calibrate on
     unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
 ):
     "Export a trained model for deployment (ONNX, run by onnxruntime)"
     from .commands import export
-    export(model, format, out, opset, unsafe_pickle=unsafe_pickle)
+    export(model, format, out, opset, int8, data, calib, unsafe_pickle=unsafe_pickle)
 
 # %% ../nbs/40_cli.ipynb #c008
 COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']),

@@ -6,13 +6,14 @@ Docs: https://fastdet.github.io/fastdet/commands.html.md"""
 
 # %% ../nbs/38_commands.ipynb #c001
 from __future__ import annotations
-import contextlib, hashlib, inspect, io, itertools, json, math, os, signal, sys, threading, time, warnings
+import contextlib, hashlib, inspect, io, itertools, json, math, os, random, signal, sys, tempfile, threading, time, warnings
 from types import SimpleNamespace
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
 from fastai.learner import load_learner
+from fastai.torch_core import to_cpu
 from fastai.data.transforms import RandomSplitter
 from fastai.callback.core import Callback, CancelTrainException, CancelFitException
 from fastai.callback.progress import CSVLogger
@@ -28,7 +29,7 @@ from .modelfile import save_detector, load_detector, read_detector, load_trainin
 from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
                              pretrained_learner)
 from .files import atomic_path, write_json
-from .metrics import COCOMetric, coco_table, evaluate, with_intervals, voc_interval, detection_results, compare, _voc_from_accum
+from .metrics import COCOMetric, DetResults, coco_table, evaluate, with_intervals, voc_interval, detection_results, compare, _voc_from_accum
 from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
@@ -39,13 +40,15 @@ from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import predict_files, load_onnx, image_files
+from .prediction import images_dl
+from .export import need
 import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
            'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh',
-           'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'export',
-           'evaluate_model', 'compare_models', 'shapes_detector_file', 'shapes_detector']
+           'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data',
+           'print_comparison', 'export', 'evaluate_model', 'compare_models', 'shapes_detector_file', 'shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -590,27 +593,91 @@ def predict(
     print(f"results in {out}: detections.json" + (', images/' if save_images else ''))
     return results
 
+def run_data(
+    model, # A model file inside a `fastdet train` run folder (its `args.json` says how the data was read and split)
+    data=None, # Another dataset instead of the run's, split as `fastdet train` splits it
+    workers:int=0, # Data loading processes
+):
+    "The `DataLoaders` of the run that wrote `model`: its data, size and seed, so the same training and validation images (`fastdet train`'s split)."
+    args = Path(model).parent/'args.json'
+    a = SimpleNamespace(**json.loads(args.read_text())) if args.is_file() else None
+    if data is None and a is None: raise CLIError(f"{model}: no args.json beside it (not in a fastdet train run folder); give the images with --data")
+    if a is None: a = SimpleNamespace(data=None, fmt=None, images=None, valid=None, valid_images=None, bs=16, n=None, seed=0, size=None)
+    if data is not None: a.data, a.fmt, a.images, a.valid, a.valid_images = data, None, None, None, None
+    size = a.size or default_size(a.arch)
+    return train_dls(a.data, a.fmt, size, a.bs, a.n or SHAPES_RECIPE['n'], a.seed, a.images, a.valid, a.valid_images, workers)[0]
+
+def _onnx_results(fn, recs:list)->DetResults:
+    "Ground truth and the detections of the ONNX detector `fn` (every score) on `recs`."
+    det = load_onnx(fn)
+    with contextlib.redirect_stdout(io.StringIO()): preds = det.predict_batch(recs, bs=16, num_workers=0, score_thresh=0.)  # (no progress bar)
+    return DetResults.from_records(recs, preds, det.vocab)
+
+def _ms_per_image(fn, x:np.ndarray, repeat:int=3)->float:
+    "onnxruntime's time for one image of the batch `x` (best of `repeat` runs after a warm-up)."
+    det = load_onnx(fn)
+    det(x)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter(); det(x); times.append(time.perf_counter() - t)
+    return 1000 * min(times) / len(x)
+
+def print_comparison(stats, a:str, b:str, what:str, n_boot:int=1000):
+    "The table `fastdet compare` prints: each statistic of A and B, B - A with its paired interval, the share of resamples B wins."
+    pct = lambda v: f"{v:6.1%}" if v == v else '     -'
+    print(f"\nB = {b} against A = {a} on {what} (paired 95% intervals from {n_boot} bootstrap resamples of the images):")
+    print(f"{'stat':<6} {'A':>6} {'B':>6} {'B - A':>7}  {'95% interval':<17} {'B better in':>11}")
+    for r in stats.itertuples():
+        if r.A <= -1 or r.B <= -1: print(f"{r.stat:<6}      -      -       -"); continue
+        print(f"{r.stat:<6} {r.A:6.3f} {r.B:6.3f} {r.delta:+7.3f}  [{r.lo:+.3f}, {r.hi:+.3f}]  {pct(r.p_B_better):>11}")
+    ap = stats.set_index('stat').loc['AP']
+    verdict = ('B is better' if ap.lo > 0 else 'A is better' if ap.hi < 0 else 'no difference the data can show')
+    print(f"AP: {verdict} (the interval of B - A {'excludes' if ap.lo > 0 or ap.hi < 0 else 'includes'} 0)")
+
 def export(
     model, # Model file (`model.pth`, or a pickled `.pkl` with `unsafe_pickle`)
     format:str='onnx', # Only ONNX, for now
-    out=None, # The file to write (default: MODEL with the format's extension)
+    out=None, # The file to write (default: MODEL with the format's extension; `.int8.onnx` with `int8`)
     opset:int=17, # ONNX opset
+    int8:bool=False, # INT8 (`quantize_onnx`), calibrated on training images; the COCO stats of both files on the validation images printed
+    data=None, # With `int8`: the images to calibrate on and validate with, split as `fastdet train` splits (default: the run's own data)
+    calib:int=100, # With `int8`: training images the quantization calibrates on
     unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
 )->Path:
     "Write a saved model for deployment outside Python (`DetLearner.export_onnx`: normalisation, decoding and NMS inside the graph), whole or not at all."
     if format != 'onnx': raise CLIError(f"--format {format}: fastdet exports to 'onnx'")
     check_range('--opset', opset, 11, 21, whole=True)  # NonMaxSuppression needs 11; 21 is the newest torch's exporter writes here
+    check_range('--calib', calib, 1, 100_000, whole=True)
+    if not int8 and data is not None: raise CLIError(f"--data {data}: only used with --int8 (its calibration and validation images)")
     if Path(model).suffix.lower() == '.onnx': raise CLIError(f"{model}: already an ONNX file")
-    fn = Path(out) if out else Path(model).with_suffix('.onnx')
+    fn = Path(out) if out else Path(model).with_suffix('.int8.onnx' if int8 else '.onnx')
     if fn.exists() and fn.resolve() == Path(model).resolve(): raise CLIError(f"--out {out}: that is the model itself; give another file name")
     if fn.is_dir(): raise CLIError(f"--out {out}: a folder; give a file name such as {fn/'model.onnx'}")
     if fn.suffix.lower() != '.onnx': raise CLIError(f"--out {out}: an ONNX file's name ends in .onnx")
+    if int8: need('onnxruntime.quantization', 'onnx', '--int8')
     learn = load_model(model, 'cpu', unsafe_pickle)
-    with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset)
+    if not int8:
+        with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset)
+    else:
+        dls = run_data(model, data)
+        if list(dls.vocab) != list(learn.dls.vocab): raise CLIError(f"--data {data}: its classes {list(dls.vocab)[1:]} differ from the model's {list(learn.dls.vocab)[1:]}")
+        train, valid = list(dls.train_ds.items), list(dls.valid_ds.items)
+        items = random.Random(0).sample(train, min(calib, len(train)))
+        with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset, int8=items)
     h, w = learn.input_spec.hw
-    print(f"wrote {fn}: input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
+    print(f"wrote {fn}{' (INT8: convolutions quantized by onnxruntime, calibrated on ' + str(len(items)) + ' training images)' if int8 else ''}: "
+          f"input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
           f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`" +
           (f" ({learn.score_thresh}, in the metadata 'fastdet')" if getattr(learn, 'score_thresh', None) is not None else ''))
+    if int8 and valid:
+        with tempfile.TemporaryDirectory() as d:
+            f32 = learn.export_onnx(Path(d)/'float.onnx', opset)
+            stats, _ = compare(_onnx_results(f32, valid), _onnx_results(fn, valid))
+            x = to_cpu(next(iter(images_dl(load_onnx(fn).dls, valid[:16], 16, 0)))[0]).numpy()  # a batch of the model's input
+            ms = [_ms_per_image(f, x) for f in (f32, fn)]
+        print_comparison(stats, 'float', f'INT8 ({fn.name})', f"{len(valid)} validation images")
+        print(f"onnxruntime on this machine ({os.cpu_count()} CPUs), batches of {len(x)}: float {ms[0]:.1f} ms/image, INT8 {ms[1]:.1f} ms/image ({ms[0] / ms[1]:.2f}x)")
+    elif int8: print("no validation images: the INT8 model's accuracy was not measured")
     return fn
 
 def _load_for_eval(model, device, unsafe_pickle:bool, cmd:str):
@@ -699,15 +766,7 @@ def compare_models(
         _, dl = _labelled_dl(learn, data, fmt, images, bs, workers)
         with learn.no_bar(): res.append(detection_results(learn, dl))
     stats, per = compare(*res, n_boot=n_boot, seed=seed)
-    pct = lambda v: f"{v:6.1%}" if v == v else '     -'
-    print(f"\nB = {model_b} against A = {model_a} on {data} ({res[0].n} images; paired 95% intervals from {n_boot} bootstrap resamples of the images):")
-    print(f"{'stat':<6} {'A':>6} {'B':>6} {'B - A':>7}  {'95% interval':<17} {'B better in':>11}")
-    for r in stats.itertuples():
-        if r.A <= -1 or r.B <= -1: print(f"{r.stat:<6}      -      -       -"); continue
-        print(f"{r.stat:<6} {r.A:6.3f} {r.B:6.3f} {r.delta:+7.3f}  [{r.lo:+.3f}, {r.hi:+.3f}]  {pct(r.p_B_better):>11}")
-    ap = stats.set_index('stat').loc['AP']
-    verdict = ('B is better' if ap.lo > 0 else 'A is better' if ap.hi < 0 else 'no difference the data can show')
-    print(f"AP: {verdict} (the interval of B - A {'excludes' if ap.lo > 0 or ap.hi < 0 else 'includes'} 0)")
+    print_comparison(stats, model_a, model_b, f"{data} ({res[0].n} images)", n_boot)
     out = run_dir('compare', out, exist_ok=exist_ok)
     for name, df in (('compare.csv', stats), ('compare_per_class.csv', per)):
         with atomic_path(out/name) as tmp: df.to_csv(tmp, index=False)

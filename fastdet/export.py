@@ -6,15 +6,16 @@ Docs: https://fastdet.github.io/fastdet/export.html.md"""
 
 # %% ../nbs/16_export.ipynb #f002
 from __future__ import annotations
-import dataclasses, importlib, json, warnings
+import dataclasses, importlib, json, logging, tempfile, warnings
 from pathlib import Path
+import numpy as np
 import torch
 from torch import Tensor, nn
 from .boxes import bbox_to_pixels
 from .data.core import InputSpec
 
 # %% auto #0
-__all__ = ['ONNX_FORMAT', 'need', 'DetExport', 'write_onnx']
+__all__ = ['ONNX_FORMAT', 'need', 'DetExport', 'write_onnx', 'quantize_onnx']
 
 # %% ../nbs/16_export.ipynb #f004
 def need(
@@ -68,3 +69,44 @@ def write_onnx(
                                          fastdet=json.dumps(dict(format=ONNX_FORMAT, vocab=vocab, input=dataclasses.asdict(spec), **desc))))
     onnx.save(mp, str(fname))
     return fname
+
+# %% ../nbs/16_export.ipynb #f008
+def quantize_onnx(
+    fname, # A float ONNX detector (`write_onnx`)
+    out, # The INT8 `.onnx` file to write
+    batches, # Calibration data: `[B, 3, H, W]` float arrays in [0, 1] at the model's input size (training images)
+    per_channel:bool=True, # One scale per output channel of each convolution's weights (else one per tensor)
+    op_types:tuple=('Conv',), # The operators quantized: the network's convolutions; the box decoding and NMS stay float
+)->Path:
+    "Static INT8 quantization by onnxruntime: the graph pre-processed (batch norms folded), then `op_types` with uint8 inputs and int8 weights (`QLinearConv`), the inputs' ranges seen on `batches`; the file's description kept, marked `int8`."
+    onnx, q = need('onnx'), need('onnxruntime.quantization', 'onnx', 'INT8 export')
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    class _Batches(q.CalibrationDataReader):
+        def __init__(self): self.it, self.n = iter(batches), 0
+        def get_next(self):
+            x = next(self.it, None)
+            if x is None: return None
+            self.n += len(x)
+            return {'images': np.ascontiguousarray(x, dtype=np.float32)}
+    data, log = _Batches(), logging.getLogger()
+    level = log.level
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        log.setLevel(logging.ERROR)  # onnxruntime's advice, on the root logger, to pre-process: done here
+        try:
+            pre = Path(d)/'pre.onnx'
+            quant_pre_process(str(fname), str(pre))
+            # U8S8 in the operator format: onnxruntime's fast int8 convolution on x86 (measured on the shapes detector:
+            # 1.17x the float speed; the QDQ format, or int8 activations, ran slower than float)
+            q.quantize_static(str(pre), str(out), data, quant_format=q.QuantFormat.QOperator, per_channel=per_channel, op_types_to_quantize=list(op_types),
+                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+        finally: log.setLevel(level)
+    if not data.n: raise ValueError("INT8 export: no calibration images")
+    props = {p.key: p.value for p in onnx.load(str(fname)).metadata_props}
+    mp = onnx.load(str(out))
+    desc = json.loads(props['fastdet'])
+    desc['int8'] = dict(calibration_images=data.n, per_channel=per_channel, op_types=list(op_types),
+                        method='onnxruntime quantize_static (QOperator, uint8 activations, int8 weights, MinMax ranges)')
+    onnx.helper.set_model_props(mp, {**props, 'fastdet': json.dumps(desc)})
+    onnx.save(mp, str(out))
+    return Path(out)

@@ -6,7 +6,8 @@ Docs: https://fastdet.github.io/fastdet/learner.html.md"""
 
 # %% ../nbs/20_learner.ipynb #c001
 from __future__ import annotations
-import copy, warnings
+import copy, random, tempfile, warnings
+from functools import partial
 from pathlib import Path
 import torch
 from fastcore.basics import ifnone, noop
@@ -22,7 +23,7 @@ from .data.records import DetRecord, DetImage
 from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
 from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
-from .export import DetExport, write_onnx
+from .export import DetExport, write_onnx, quantize_onnx
 from .metrics import coco_evaluation, detection_results
 from .thresholds import ScoreThreshold, threshold_of, model_threshold, keep_from
 from .ema import add_ema
@@ -120,11 +121,20 @@ class DetLearner(Learner):
     def export_onnx(self,
         fname, # The `.onnx` file to write
         opset:int=17, # ONNX opset (`NonMaxSuppression` needs 11 or later)
+        int8=False, # INT8 (`quantize_onnx`): `True` calibrates on `n_calib` training images; or the calibration images (files, `DetRecord`s, ...)
+        n_calib:int=100, # Training images drawn (seeded) for the calibration when `int8` is `True`
     )->Path:
         "Write this learner as an ONNX detector: `images [B, 3, H, W]` RGB in [0, 1] -> `boxes [B, K, 4]` (xyxy pixels of the input), `scores`, `labels` (0: none); run it with `fastdet.deploy.load_onnx`."
-        return write_onnx(self.export_module(), fname, self.input_spec, self.dls.vocab, opset, arch=(self.recipe or {}).get('arch'),
-                          categories=[[int(k), str(v)] for k, v in (getattr(self.dls, 'categories', None) or {}).items()],
-                          max_det=int(self.loss_func.max_det), **({} if self.score_thresh is None else dict(score_thresh=self.score_thresh.to_dict())))
+        write = partial(write_onnx, self.export_module(), spec=self.input_spec, vocab=self.dls.vocab, opset=opset, arch=(self.recipe or {}).get('arch'),
+                        categories=[[int(k), str(v)] for k, v in (getattr(self.dls, 'categories', None) or {}).items()],
+                        max_det=int(self.loss_func.max_det), **({} if self.score_thresh is None else dict(score_thresh=self.score_thresh.to_dict())))
+        if int8 is False: return write(fname)
+        items = list(self.dls.train_ds.items) if int8 is True else list(int8)
+        if int8 is True: items = random.Random(0).sample(items, min(n_calib, len(items)))
+        spec = self.input_spec
+        dl = images_dl(InputSpec(spec.hw, spec.method, spec.pad_mode).dls(self.dls.vocab), items, bs=16, num_workers=0)  # [0, 1]: the normalisation is in the graph
+        with tempfile.TemporaryDirectory() as d:
+            return quantize_onnx(write(Path(d)/'float.onnx'), fname, (to_cpu(x).numpy() for x, _, _ in dl))
 
     def choose_threshold(self,
         dl=None, # Labelled data (default: the validation set)

@@ -345,6 +345,25 @@ def test_train_in_two_processes(tmp_path):
     r = _run('train', '--procs', 2, '--device', 'cpu', cwd=tmp_path)
     assert r.returncode == 1 and 'leave --device out' in r.stderr
 
+def test_export_int8_calibrates_on_the_runs_images_and_compares_with_float(trained, tmp_path):
+    "26.3: `fastdet export --int8` writes convolutions as `QLinearConv` (int8 weights) with NMS still float, records how it was calibrated, and prints both files' COCO stats on the run's validation images (run by onnxruntime; the float file's AP that of the run)."
+    import onnx
+    d, _ = trained
+    r = _run('export', d/'out'/'model.pth', '--int8', '--calib', 20, '--out', tmp_path/'m.int8.onnx', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = onnx.load(tmp_path/'m.int8.onnx')
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count('QLinearConv') >= 20 and 'NonMaxSuppression' in ops, sorted(set(ops))
+    desc = json.loads({p.key: p.value for p in m.metadata_props}['fastdet'])
+    assert desc['int8']['calibration_images'] == 20 and desc['vocab'] == ['#na#', 'circle', 'cross', 'square', 'triangle']
+    out = r.stdout.splitlines()
+    assert any(l.startswith('B = INT8 (m.int8.onnx) against A = float on 16 validation images') for l in out), r.stdout[-2000:]
+    ap = next(l for l in out if l.startswith('AP ')).split()
+    assert float(ap[1]) == pytest.approx(json.loads((d/'out'/'stats.json').read_text())['AP'], abs=.01)  # float ONNX = the run's model
+    assert 'ms/image' in out[-1], out[-1]
+    r = _run('export', d/'out'/'model.pth', '--data', 'x', cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip() == 'fastdet export: error: --data x: only used with --int8 (its calibration and validation images)', r.stderr
+
 def test_export_onnx_and_predict_with_it(trained, tmp_path):
     "16.2 through the command: `fastdet export` writes an ONNX file; `fastdet predict` on it gives the PyTorch model's detections."
     d, _ = trained
