@@ -44,10 +44,11 @@ def fastdet_predict(
     out:str=None, # Output folder (default: runs/predict, runs/predict2, ...); a folder holding files is refused without --exist-ok
     exist_ok:store_true=False, # Write into --out even if it holds files
     unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
+    runtime:str=None, # An .onnx model's runtime: onnxruntime (default) or openvino (pip install "fastdet[openvino]"; in its default precision, bf16 on CPUs that have it)
 ):
     "Detect objects in image files and folders, in batches: COCO-results JSON (and annotated images)"
     from .commands import predict
-    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
+    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok, runtime=runtime)
 
 def fastdet_eval(
     model:str, # Model file of fastdet train (model.pth)

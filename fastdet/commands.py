@@ -39,7 +39,7 @@ from .priors import prior_fit_report
 from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
-from .deploy import predict_files, load_onnx, image_files
+from .deploy import RUNTIMES, predict_files, load_onnx, image_files
 from .prediction import images_dl
 from .export import need
 import torch.distributed as dist
@@ -541,15 +541,18 @@ def load_model(
     fn, # A `save_detector` file (`model.pth`), an exported `.onnx`, or (with `unsafe_pickle`) a pickled fastai export (`.pkl`)
     device=None, # Where to put it (default: the best available)
     unsafe_pickle:bool=False, # Allow a pickled `.pkl` learner: unpickling runs whatever code the file names
+    runtime:str=None, # What runs an `.onnx` file: onnxruntime (default) or openvino
 ):
     "The learner in `fn`: a `save_detector` file (read without unpickling, its description checked), the `ONNXDetector` of an `.onnx` file, or a pickled `.pkl` export if `unsafe_pickle`."
     fn, dev = Path(fn), pick_device(device)
+    if runtime is not None and runtime not in RUNTIMES: raise CLIError(f"--runtime {runtime}: expected {' or '.join(RUNTIMES)}")
+    if runtime is not None and fn.suffix.lower() != '.onnx': raise CLIError(f"--runtime {runtime}: only for an .onnx model (fastdet export), not {fn.name}")
     if fn.is_dir():
         raise CLIError(f"{fn}: a folder, not a model file" + (f"; the run's model is {fn/'model.pth'}" if (fn/'model.pth').is_file() else ''))
     if not fn.is_file(): raise CLIError(f"{fn}: no such model file")
     if fn.suffix.lower() == '.onnx':
-        try: return load_onnx(fn)
-        except ImportError as e: raise CLIError(str(e)) from None
+        try: return load_onnx(fn, runtime=runtime or 'onnxruntime')
+        except (ImportError, ValueError) as e: raise CLIError(str(e)) from None
     if fn.suffix.lower() != '.pkl':
         try: return to_device(load_detector(fn), dev)
         except (ValueError, OSError) as e: raise CLIError(str(e)) from None
@@ -580,11 +583,12 @@ def predict(
     save_images:bool=False, # Also draw each image's detections into `out/images`
     unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
     exist_ok:bool=False, # Write into an `out` that already holds files
+    runtime:str=None, # What runs an `.onnx` model: onnxruntime (default) or openvino
 )->list:
     "Detections of `model` on image files/folders, in batches through one DataLoader: `detections.json` (COCO results, pixels of each image)."
     check_range('--score-thresh', score_thresh, 0, 1); check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True)
     if not images: raise CLIError("give at least one image file or folder after MODEL")
-    learn = load_model(model, device, unsafe_pickle)
+    learn = load_model(model, device, unsafe_pickle, runtime)
     out = run_dir('predict', out, exist_ok=exist_ok)
     results, skipped = predict_files(learn, images, out, bs=bs, num_workers=workers, score_thresh=score_thresh, save_images=save_images)
     n_files = len(image_files(images))

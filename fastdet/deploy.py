@@ -23,7 +23,7 @@ from .thresholds import ScoreThreshold, threshold_to_use, model_threshold, keep_
 from .files import atomic_path
 
 # %% auto #0
-__all__ = ['image_files', 'predict_files', 'ONNXDetector', 'load_onnx']
+__all__ = ['RUNTIMES', 'image_files', 'predict_files', 'ONNXDetector', 'load_onnx']
 
 # %% ../nbs/36_deploy.ipynb #c006
 def image_files(
@@ -113,17 +113,31 @@ def _onnx_spec(desc:dict)->InputSpec:
     if 'input' in desc: return InputSpec(**desc['input'])
     return InputSpec(desc['size'][::-1], desc['method'], desc['pad_mode'], desc['normalize']['mean'], desc['normalize']['std'])
 
+RUNTIMES = ('onnxruntime', 'openvino')  # what runs an exported `.onnx` file
+
 class ONNXDetector:
-    "An exported detector run by onnxruntime, with `DetLearner.predict_batch`'s interface."
+    "An exported detector run by onnxruntime (or OpenVINO), with `DetLearner.predict_batch`'s interface."
     def __init__(self,
         fname, # A file written by `export_onnx`
         providers:list=None, # onnxruntime execution providers (default: CPU)
+        runtime:str='onnxruntime', # Or 'openvino' (its CPU plugin; `pip install "fastdet[openvino]"`)
+        precision:str=None, # OpenVINO's inference precision: 'f32', or its own default (None: bf16 on CPUs that have it, else f32)
     ):
-        ort = need('onnxruntime')
-        self.fname = Path(fname)
+        if runtime not in RUNTIMES: raise ValueError(f"runtime {runtime!r}: expected {' or '.join(RUNTIMES)}")
+        self.fname, self.runtime = Path(fname), runtime
+        if runtime == 'onnxruntime': ort = need('onnxruntime')
+        else: ov, onnx = need('openvino', 'openvino', 'the OpenVINO runtime'), need('onnx')
         if not self.fname.is_file(): raise FileNotFoundError(f"{fname}: no such model file")
-        self.session = ort.InferenceSession(str(fname), providers=providers or ['CPUExecutionProvider'])
-        meta = self.session.get_modelmeta().custom_metadata_map
+        if runtime == 'onnxruntime':
+            self.session = ort.InferenceSession(str(fname), providers=providers or ['CPUExecutionProvider'])
+            meta = self.session.get_modelmeta().custom_metadata_map
+        else:
+            meta = {p.key: p.value for p in onnx.load(str(fname), load_external_data=False).metadata_props}
+            try: model = ov.Core().compile_model(str(fname), 'CPU', {} if precision is None else {'INFERENCE_PRECISION_HINT': precision})
+            except RuntimeError as e:
+                raise ValueError(f"{fname}: OpenVINO can't run this file ({str(e).strip().splitlines()[-1][:200]})" +
+                                 ("; an INT8 file of fastdet export --int8 runs on onnxruntime" if 'int8' in meta.get('fastdet', '') else '')) from None
+            self.request = model.create_infer_request()
         if 'fastdet' not in meta: raise ValueError(f"{fname}: not an ONNX detector written by fastdet's export_onnx (no 'fastdet' metadata)")
         self.desc = json.loads(meta['fastdet'])
         self.vocab, self.categories = self.desc['vocab'], {k: v for k, v in self.desc['categories']} or None
@@ -133,7 +147,10 @@ class ONNXDetector:
 
     def __call__(self, x)->list:
         "`[boxes, scores, labels]` (numpy) of a batch `x` `[B, 3, H, W]` in [0, 1] at the model's size."
-        return self.session.run(None, {'images': np.ascontiguousarray(x, dtype=np.float32)})
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.runtime == 'onnxruntime': return self.session.run(None, {'images': x})
+        self.request.infer({0: x})
+        return [self.request.get_output_tensor(i).data.copy() for i in range(3)]
 
     def predict_batch(self,
         items:list, # Image files, `DetRecord`s, PIL images, arrays `[H, W, 3]` or tensors `[3, H, W]`
@@ -157,6 +174,8 @@ class ONNXDetector:
 def load_onnx(
     fname, # A file written by `export_onnx`
     providers:list=None, # onnxruntime execution providers (default: CPU)
+    runtime:str='onnxruntime', # Or 'openvino'
+    precision:str=None, # OpenVINO's inference precision ('f32'; default: its own, bf16 on CPUs that have it)
 )->ONNXDetector:
-    "The ONNX detector in `fname`, run by onnxruntime."
-    return ONNXDetector(fname, providers)
+    "The ONNX detector in `fname`, run by onnxruntime or OpenVINO."
+    return ONNXDetector(fname, providers, runtime, precision)

@@ -363,6 +363,8 @@ def test_export_int8_calibrates_on_the_runs_images_and_compares_with_float(train
     assert 'ms/image' in out[-1], out[-1]
     r = _run('export', d/'out'/'model.pth', '--data', 'x', cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip() == 'fastdet export: error: --data x: only used with --int8 (its calibration and validation images)', r.stderr
+    r = _run('predict', tmp_path/'m.int8.onnx', tmp_path, '--runtime', 'openvino', cwd=tmp_path)  # OpenVINO reads no QLinearConv: said in one line
+    assert r.returncode == 1 and "OpenVINO can't run this file" in r.stderr and r.stderr.strip().endswith('an INT8 file of fastdet export --int8 runs on onnxruntime'), r.stderr
 
 def test_export_onnx_and_predict_with_it(trained, tmp_path):
     "16.2 through the command: `fastdet export` writes an ONNX file; `fastdet predict` on it gives the PyTorch model's detections."

@@ -182,3 +182,14 @@ def test_onnx_ssd300_vgg16(data_dir, tmp_path):
 def test_missing_onnxruntime_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     with pytest.raises(ImportError, match=r'pip install "fastdet\[onnx\]"'): load_onnx(tmp_path/'x.onnx')
+
+def test_openvino_runs_the_exported_file_as_onnxruntime_does(ssdlite, data_dir, tmp_path):
+    "26.3: the same `.onnx` file run by OpenVINO in float32 gives onnxruntime's detections (float noise apart), through `predict_batch` as any detector; a runtime fastdet doesn't know is refused by name."
+    fn = ssdlite.export_onnx(tmp_path/'m.onnx')
+    files = some_images(data_dir, 4)
+    ref = load_onnx(fn).predict_batch(files, bs=2, num_workers=0)
+    ov = load_onnx(fn, runtime='openvino', precision='f32')
+    assert ov.vocab == list(ssdlite.dls.vocab) and ov.spec == ssdlite.input_spec
+    for (b1, n1, s1), (b2, n2, s2) in zip(ref, ov.predict_batch(files, bs=2, num_workers=0)):
+        assert len(s1) > 50 and same_dets((b1, s1, n1), (b2, s2, n2), px=PX * 640 / 320)
+    with pytest.raises(ValueError, match=r"runtime 'tensorrt': expected onnxruntime or openvino"): load_onnx(fn, runtime='tensorrt')
