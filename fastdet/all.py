@@ -19,6 +19,7 @@ from .families import *
 from .priors import *
 from .prediction import *
 from .export import *
+from .slicing import *
 from .learner import *
 from .modelfile import *
 from .evaluation import *

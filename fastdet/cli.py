@@ -45,10 +45,13 @@ def fastdet_predict(
     exist_ok:store_true=False, # Write into --out even if it holds files
     unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
     runtime:str=None, # An .onnx model's runtime: onnxruntime (default) or openvino (pip install "fastdet[openvino]"; in its default precision, bf16 on CPUs that have it)
+    slice:int=None, # Predict each image on overlapping tiles of this many pixels, merged by SAHI (pip install "fastdet[sahi]"): small objects in large images
+    overlap:float=.2, # With --slice: the share of a tile's side shared with the next (0 to 0.95)
 ):
     "Detect objects in image files and folders, in batches: COCO-results JSON (and annotated images)"
     from .commands import predict
-    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok, runtime=runtime)
+    predict(model, images, out, score_thresh, device=device, bs=bs, workers=workers, save_images=save_images, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok,
+            runtime=runtime, slice=slice, overlap=overlap)
 
 def fastdet_eval(
     model:str, # Model file of fastdet train (model.pth)

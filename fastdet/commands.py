@@ -584,13 +584,19 @@ def predict(
     unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
     exist_ok:bool=False, # Write into an `out` that already holds files
     runtime:str=None, # What runs an `.onnx` model: onnxruntime (default) or openvino
+    slice:int=None, # Predict on overlapping tiles this many pixels square, merged (`fastdet.slicing`): small objects in large images
+    overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
 )->list:
     "Detections of `model` on image files/folders, in batches through one DataLoader: `detections.json` (COCO results, pixels of each image)."
     check_range('--score-thresh', score_thresh, 0, 1); check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True)
+    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
+    if slice is not None:
+        try: need('sahi', 'sahi', '--slice')
+        except ImportError as e: raise CLIError(str(e)) from None
     if not images: raise CLIError("give at least one image file or folder after MODEL")
     learn = load_model(model, device, unsafe_pickle, runtime)
     out = run_dir('predict', out, exist_ok=exist_ok)
-    results, skipped = predict_files(learn, images, out, bs=bs, num_workers=workers, score_thresh=score_thresh, save_images=save_images)
+    results, skipped = predict_files(learn, images, out, bs=bs, num_workers=workers, score_thresh=score_thresh, save_images=save_images, slice=slice, overlap=overlap)
     n_files = len(image_files(images))
     if skipped and len(skipped) == n_files:
         raise CLIError(f"none of the {n_files} images could be read: {', '.join(map(str, skipped[:5]))}" + (' ...' if len(skipped) > 5 else ''))

@@ -18,6 +18,7 @@ from .data.readers import files_under
 from .data.core import InputSpec
 from .prediction import images_dl, draw_boxes
 from .export import need
+from .slicing import predict_sliced
 from .learner import DetLearner
 from .thresholds import ScoreThreshold, threshold_to_use, model_threshold, keep_from
 from .files import atomic_path
@@ -68,6 +69,8 @@ def predict_files(
     num_workers:int=None, # Worker processes reading and resizing images (default: fastai's)
     score_thresh:float=None, # Detections kept from this score on (default: the model's own `score_thresh`, else 0.3)
     save_images:bool=False, # Also draw each image's detections into `out/images`
+    slice:int=None, # Predict each image on overlapping tiles this many pixels square (`predict_sliced`): small objects in large images
+    overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
 )->tuple:
     "Detections of `model` on the images of `paths` (leaving out `out/images`, its own drawings), streamed to `out/detections.json` (COCO results): `(results, skipped files)`; the score threshold and where it came from said once."
     out = Path(out)
@@ -99,7 +102,12 @@ def predict_files(
                 (out/'images'/name).parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(out/'images'/name) as tmp: ax.figure.savefig(tmp, format='png')
                 plt.close(ax.figure)
-        model.predict_batch([fn for fn, _ in files], bs=bs, num_workers=num_workers, skip=True, on_image=_write, score_thresh=score_thresh)
+        if slice is None: model.predict_batch([fn for fn, _ in files], bs=bs, num_workers=num_workers, skip=True, on_image=_write, score_thresh=score_thresh)
+        else:
+            for i, (fn, _) in enumerate(progress_bar(files, leave=False)):
+                try: dets = predict_sliced(model, fn, slice, overlap, score_thresh, bs=bs)
+                except ImageError: continue  # said below, as the batched path says it
+                _write(i, dets)
         for j in range(done[0], len(files)):
             print(f"warning: skipped {_skipped(files[j][0])}", file=sys.stderr); skipped.append(files[j][0])
         f.write('\n]\n')

@@ -24,6 +24,7 @@ from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
 from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
 from .export import DetExport, write_onnx, quantize_onnx
+from .slicing import predict_sliced
 from .metrics import coco_evaluation, detection_results
 from .thresholds import ScoreThreshold, threshold_of, model_threshold, keep_from
 from .ema import add_ema
@@ -86,8 +87,12 @@ class DetLearner(Learner):
         item, # Image file (str or Path), `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]` (uint8, or float in [0, 1])
         rm_type_tfms=None, # Passed to `test_dl`
         score_thresh:float=None, # Detections kept from this score on (default: the learner's `score_thresh`, else all the model decodes)
+        slice:int=None, # Predict on overlapping tiles this many pixels square, merged (`fastdet.slicing.predict_sliced`): small objects in large images
+        overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
+        merge:str='greedynmm', # With `slice`: how detections found twice become one ('greedynmm', 'nmm' or 'nms')
     )->tuple:
         "`(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
+        if slice is not None: return predict_sliced(self, item, slice, overlap, score_thresh, merge)
         thresh = model_threshold(self, score_thresh)
         img = DetImage.create(item.file if isinstance(item, DetRecord) else item)  # the image as given
         dl = self.dls.test_dl([img], rm_type_tfms=rm_type_tfms, num_workers=0)

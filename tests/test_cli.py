@@ -366,6 +366,20 @@ def test_export_int8_calibrates_on_the_runs_images_and_compares_with_float(train
     r = _run('predict', tmp_path/'m.int8.onnx', tmp_path, '--runtime', 'openvino', cwd=tmp_path)  # OpenVINO reads no QLinearConv: said in one line
     assert r.returncode == 1 and "OpenVINO can't run this file" in r.stderr and r.stderr.strip().endswith('an INT8 file of fastdet export --int8 runs on onnxruntime'), r.stderr
 
+def test_predict_sliced(trained, tmp_path):
+    "28.3 through the command: `fastdet predict --slice` predicts each image on tiles merged by SAHI, boxes in the image's pixels; an unreadable file is skipped and said, as without slices; a bad --overlap is one line."
+    d, _ = trained
+    from fastdet.data.shapes import make_shapes
+    imgs = [r.file for r in make_shapes(n=80, size=256, seed=0)[:2]]
+    (tmp_path/'bad.jpg').write_text('not an image')
+    r = _run('predict', d/'out'/'model.pth', *imgs, tmp_path/'bad.jpg', '--slice', 128, '--score-thresh', .05, '--workers', 0, '--out', tmp_path/'p', cwd=tmp_path)
+    assert r.returncode == 0 and 'skipped 1 unreadable files' in r.stderr, r.stderr[-2000:]
+    dets = json.loads((tmp_path/'p'/'detections.json').read_text())
+    assert len(dets) > 0 and {x['file_name'] for x in dets} <= set(map(str, imgs)), r.stderr[-2000:]
+    assert all(-.01 <= x['bbox'][0] and x['bbox'][0] + x['bbox'][2] <= 256.01 and x['score'] >= .05 for x in dets)  # merged into the 256 px image
+    r = _run('predict', d/'out'/'model.pth', *imgs, '--slice', 128, '--overlap', 1, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip() == 'fastdet predict: error: --overlap 1.0: expected a number from 0 to 0.95', r.stderr
+
 def test_export_onnx_and_predict_with_it(trained, tmp_path):
     "16.2 through the command: `fastdet export` writes an ONNX file; `fastdet predict` on it gives the PyTorch model's detections."
     d, _ = trained
