@@ -27,6 +27,7 @@ from .metrics import *
 from .thresholds import *
 from .selection import *
 from .interpret import *
+from .review import *
 from .tracking import *
 from .distrib import *
 from .deploy import *

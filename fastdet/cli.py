@@ -15,7 +15,7 @@ from .options import TrainOptions
 
 # %% auto #0
 __all__ = ['COMMANDS', 'options_signature', 'fastdet_train', 'fastdet_predict', 'fastdet_eval', 'fastdet_compare',
-           'fastdet_export', 'usage', 'parser', 'one_line', 'main']
+           'fastdet_export', 'fastdet_review', 'usage', 'parser', 'one_line', 'main']
 
 # %% ../nbs/40_cli.ipynb #c006
 def options_signature(
@@ -106,9 +106,27 @@ def fastdet_export(
     from .commands import export
     export(model, format, out, opset, int8, data, calib, unsafe_pickle=unsafe_pickle)
 
+def fastdet_review(
+    model:str, # Model file of fastdet train (model.pth), not trained on DATA's images
+    data:str, # Labelled data to review: COCO json, VOC folder, YOLO yaml/folder or CSV
+    format:str=None, # Data format, recognised when not given
+    images:str=None, # Folder of the images, when the annotations' reader can't find them (COCO json, VOC, CSV)
+    top:int=9, # The most suspicious images drawn into label_issues.png (0: none)
+    bs:int=16, # Batch size
+    device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+    workers:int=None, # Data loading processes (default: fastai's, one per core)
+    out:str=None, # Output folder (default: runs/review, runs/review2, ...); a folder holding files is refused without --exist-ok
+    exist_ok:store_true=False, # Write into --out even if it holds files
+    unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
+):
+    "Rank the images whose annotations are likely wrong (cleanlab, from the model's predictions)"
+    from .commands import review
+    review(model, data, format, images, top, bs, out, device=device, workers=workers, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
+
 # %% ../nbs/40_cli.ipynb #c008
 COMMANDS = dict(train=(fastdet_train, ['data']), predict=(fastdet_predict, ['model']), eval=(fastdet_eval, ['model', 'data']),
-                compare=(fastdet_compare, ['model_a', 'model_b', 'data']), export=(fastdet_export, ['model']))
+                compare=(fastdet_compare, ['model_a', 'model_b', 'data']), review=(fastdet_review, ['model', 'data']),
+                export=(fastdet_export, ['model']))
 
 def usage()->str:
     "What `fastdet` and `fastdet --help` print: the commands, one line each."

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import torch
 from fastai.learner import load_learner
 from fastai.torch_core import to_cpu
@@ -33,6 +34,7 @@ from .metrics import COCOMetric, DetResults, coco_table, evaluate, with_interval
 from .evaluation import COCOEvaluation, coco_intervals
 from .selection import NoiseAwareBest, epoch_matches
 from .interpret import DetInterpretation, save_results
+from .review import label_issues  # (and `DetInterpretation.label_issues`)
 from .data.labels import save_label_plots
 from .data.sampling import class_repeat_factors  # (and `DataLoaders.repeat_factor_sampling`)
 from .priors import prior_fit_report
@@ -48,7 +50,8 @@ import torch.distributed as dist
 __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
            'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh',
            'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data',
-           'print_comparison', 'export', 'evaluate_model', 'compare_models', 'shapes_detector_file', 'shapes_detector']
+           'print_comparison', 'export', 'evaluate_model', 'compare_models', 'review', 'shapes_detector_file',
+           'shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -784,6 +787,47 @@ def compare_models(
     return stats, per
 
 # %% ../nbs/38_commands.ipynb #c021
+def review(
+    model, # Model file (see `load_model`), not trained on `data`'s images
+    data, # A labelled dataset in any supported format
+    fmt:str=None, # Its format, recognised from `data` when `None`
+    images=None, # Image folder of `data`, when its reader can't find the images
+    top:int=9, # The most suspicious images drawn into `label_issues.png` (0: none)
+    bs:int=16, # Batch size
+    out=None, # Output folder (default: the next `runs/review*`)
+    device=None, # See `pick_device`
+    workers:int=None, # Data loading processes
+    unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
+    exist_ok:bool=False, # Write into an `out` that already holds files
+)->pd.DataFrame:
+    "The images of `data` whose annotations are likely wrong, ranked by cleanlab from `model`'s predictions (`DetInterpretation.label_issues`): `label_issues.csv`, and `label_issues.png` with the `top` ones drawn."
+    check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True); check_range('--top', top, 0, 100, whole=True)
+    try: need('cleanlab', 'review', 'fastdet review')
+    except ImportError as e: raise CLIError(str(e)) from None
+    learn = _load_for_eval(model, device, unsafe_pickle, 'review')
+    recs, dl = _labelled_dl(learn, data, fmt, images, bs, workers)
+    if (Path(model).parent/'args.json').is_file():  # a run folder: the model's own training images say nothing about their labels
+        seen = {_same_file(r.file) for r in run_data(model).train_ds.items}
+        n_seen = sum(_same_file(r.file) in seen for r in recs)
+        if n_seen: print(f"warning: {n_seen} of the {len(recs)} images were {model}'s training images: it learned their labels, errors "
+                         f"included, so cleanlab can't find those; review with a model trained without them", file=sys.stderr)
+    with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)
+    df = interp.label_issues()
+    out = run_dir('review', out, exist_ok=exist_ok)
+    with atomic_path(out/'label_issues.csv') as tmp: df.to_csv(tmp, index=False)
+    written = ['label_issues.csv']
+    if top and len(df):
+        import matplotlib; matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        fig = interp.plot_label_issues(k=min(top, len(df)), issues=df)
+        with atomic_path(out/'label_issues.png') as tmp: fig.savefig(tmp, format='png', bbox_inches='tight')
+        plt.close(fig); written.append('label_issues.png')
+    print(f"{int(df.issue.sum())} of {len(df)} images flagged as likely mislabelled by cleanlab; lowest label quality first:")
+    for r in df.head(min(top or 5, len(df))).itertuples():
+        print(f"  {r.quality:.3f}  {Path(r.file).name if r.file else '#' + str(r.image)}" + (f"  (likely {r.likely})" if r.likely else ''))
+    print(f"results in {out}: {', '.join(written)}")
+    return df
+
 def _cache_dir(cache=None)->Path:
     return Path(cache or os.environ.get('FASTDET_CACHE') or Path.home()/'.cache'/'fastdet')
 

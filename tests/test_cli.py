@@ -380,6 +380,19 @@ def test_predict_sliced(trained, tmp_path):
     r = _run('predict', d/'out'/'model.pth', *imgs, '--slice', 128, '--overlap', 1, cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip() == 'fastdet predict: error: --overlap 1.0: expected a number from 0 to 0.95', r.stderr
 
+def test_review_ranks_the_images_labels(trained, tmp_path):
+    "27.5 through the command: `fastdet review MODEL DATA` ranks every image by cleanlab's label quality (lowest first) into label_issues.csv, draws the top ones into label_issues.png, and prints them."
+    import pandas as pd
+    from fastdet.data.shapes import make_shapes
+    d, _ = trained
+    make_shapes(n=12, size=128, seed=5, path=tmp_path/'s')
+    r = _run('review', d/'out'/'model.pth', tmp_path/'s'/'annotations.json', '--top', 2, '--workers', 0, '--out', tmp_path/'rv', cwd=tmp_path)
+    assert r.returncode == 0 and 'warning' not in r.stderr, r.stderr[-2000:]
+    df = pd.read_csv(tmp_path/'rv'/'label_issues.csv')
+    assert len(df) == 12 and df.quality.is_monotonic_increasing and {'file', 'boxes', 'issue', 'overlooked', 'swap', 'badloc', 'likely'} <= set(df.columns)
+    assert (tmp_path/'rv'/'label_issues.png').stat().st_size > 0 and r.stdout.strip().endswith('label_issues.csv, label_issues.png'), r.stdout
+    assert Path(df.file[0]).name in r.stdout  # the most suspicious image, named
+
 def test_export_onnx_and_predict_with_it(trained, tmp_path):
     "16.2 through the command: `fastdet export` writes an ONNX file; `fastdet predict` on it gives the PyTorch model's detections."
     d, _ = trained

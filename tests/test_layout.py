@@ -10,7 +10,7 @@ LAYERS = ['files', 'options', 'boxes',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
           'losses.ssd', 'losses.efficientdet', 'evaluation',
-          'metrics', 'thresholds', 'selection', 'ema', 'families', 'priors', 'prediction', 'export', 'slicing', 'distrib', 'learner', 'modelfile', 'interpret', 'tracking', 'deploy', 'recipes', 'commands', 'cli']
+          'metrics', 'thresholds', 'selection', 'ema', 'families', 'priors', 'prediction', 'export', 'slicing', 'distrib', 'learner', 'modelfile', 'interpret', 'review', 'tracking', 'deploy', 'recipes', 'commands', 'cli']
 NOT_LAYERED = {'__init__', '_modidx', 'all'}
 
 def _module(path:Path)->str:
