@@ -910,8 +910,10 @@ d = { 'settings': { 'branch': 'main',
                                   'fastdet.tracking.DetTracking._det_before_fit': ( 'tracking.html#dettracking._det_before_fit',
                                                                                     'fastdet/tracking.py'),
                                   'fastdet.tracking.DetTracking._det_init': ('tracking.html#dettracking._det_init', 'fastdet/tracking.py'),
+                                  'fastdet.tracking._wandb_init': ('tracking.html#_wandb_init', 'fastdet/tracking.py'),
                                   'fastdet.tracking.epoch_values': ('tracking.html#epoch_values', 'fastdet/tracking.py'),
                                   'fastdet.tracking.mlflow_callback': ('tracking.html#mlflow_callback', 'fastdet/tracking.py'),
                                   'fastdet.tracking.parse_trackers': ('tracking.html#parse_trackers', 'fastdet/tracking.py'),
                                   'fastdet.tracking.tensorboard_callback': ('tracking.html#tensorboard_callback', 'fastdet/tracking.py'),
-                                  'fastdet.tracking.tracker_callbacks': ('tracking.html#tracker_callbacks', 'fastdet/tracking.py')}}}
+                                  'fastdet.tracking.tracker_callbacks': ('tracking.html#tracker_callbacks', 'fastdet/tracking.py'),
+                                  'fastdet.tracking.wandb_callback': ('tracking.html#wandb_callback', 'fastdet/tracking.py')}}}

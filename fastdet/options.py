@@ -43,7 +43,7 @@ class TrainOptions:
     validate:str=None # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
     sampling:str=None # Training images: 'rfs' shows the images of rare classes more often (repeat-factor sampling, LVIS's rule, threshold 0.1), 'rfs:T' with a threshold T in (0, 1] (default: each image once an epoch)
     patience:int=None # Stop after N validated epochs without a new best beyond the noise (paired bootstrap, see fastdet.selection); needs per-epoch validation (default: train all epochs)
-    log:str=option(recorded=False) # Experiment tracking: tensorboard, mlflow, or both comma-separated; into the run folder (tensorboard/, mlruns/ unless $MLFLOW_TRACKING_URI is set)
+    log:str=option(recorded=False) # Experiment tracking: tensorboard, mlflow, wandb, or several comma-separated; into the run folder (tensorboard/, mlruns/ unless $MLFLOW_TRACKING_URI is set, wandb/)
     device:str=option(recorded=False) # cpu, cuda, cuda:1 or mps (default: the best available)
     workers:int=option(recorded=False) # Data loading processes (default: fastai's, one per core)
     procs:int=option(1, recorded=False) # Train in N processes (fastai's DDP through Accelerate): one per GPU, or N sharing the CPU; --bs is per process

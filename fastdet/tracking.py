@@ -1,4 +1,4 @@
-"""A run in the tracker you already use (TensorBoard, MLflow): each epoch's losses, all 12 COCO statistics with their intervals, and truth against predictions on fixed validation images.
+"""A run in the tracker you already use (TensorBoard, MLflow, Weights & Biases): each epoch's losses, all 12 COCO statistics with their intervals, and truth against predictions on fixed validation images.
 
 Docs: https://fastdet.github.io/fastdet/tracking.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://fastdet.github.io/fastdet/tracking.html.md"""
 
 # %% ../nbs/35_tracking.ipynb #t02
 from __future__ import annotations
-import json, os
+import json, math, os, sys
 from pathlib import Path
 import numpy as np
 from fastai.callback.core import Callback
@@ -17,10 +17,10 @@ from .export import need
 
 # %% auto #0
 __all__ = ['TRACKERS', 'epoch_values', 'DetTracking', 'tensorboard_callback', 'DetMLflowCallback', 'mlflow_callback',
-           'parse_trackers', 'tracker_callbacks']
+           'wandb_callback', 'parse_trackers', 'tracker_callbacks']
 
 # %% ../nbs/35_tracking.ipynb #t06
-TRACKERS = ('tensorboard', 'mlflow')  # `--log` names, each also the name of fastdet's extra that installs it
+TRACKERS = ('tensorboard', 'mlflow', 'wandb')  # `--log` names, each also the name of fastdet's extra that installs it
 
 def epoch_values(
     learn, # A fastdet learner, after an epoch
@@ -42,7 +42,7 @@ class DetTracking:
     def _det_init(self, params:dict=None, n_images:int=4, ci:bool=None):
         self.params, self.n_images, self.ci, self.step, self.fixed = params, n_images, ci, 0, None
     def _det_before_fit(self):
-        if self.step == 0 and self.params: self._log_params({k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str) for k, v in self.params.items()})
+        if self.step == 0 and self.params: self._log_params({k: v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str) for k, v in self.params.items()})
         if self.fixed is None and self.n_images and len(self.dls.valid_ds):
             self.fixed = self.dls.valid.new(shuffle=False, bs=self.n_images).one_batch()
     def _det_after_epoch(self):
@@ -133,6 +133,50 @@ def mlflow_callback(**kwargs)->DetMLflowCallback:
     "`DetMLflowCallback(**kwargs)`, named as the other trackers' are."
     return DetMLflowCallback(**kwargs)
 
+# %% ../nbs/35_tracking.ipynb #t24
+def _wandb_init(**kwargs):
+    "`wandb.init(**kwargs)`; offline, with a one-line note, where the run would go online and W&B has no API key (not a login prompt, nor an error without a terminal)."
+    import wandb
+    mode = kwargs.get('mode') or wandb.setup().settings.mode  # as W&B reads it: $WANDB_MODE, `wandb offline`
+    if mode in ('offline', 'dryrun', 'disabled') or wandb.login(prompt=False, verify=False): return wandb.init(**kwargs)
+    run = wandb.init(**{**kwargs, 'mode': 'offline'})
+    print(f"W&B: no API key (`wandb login`, or $WANDB_API_KEY): logging offline into {run.settings.sync_dir}; upload it with `wandb sync {run.settings.sync_dir}`", file=sys.stderr)
+    return run
+
+def wandb_callback(
+    params:dict=None, # The run's parameters, into `wandb.config`
+    n_images:int=4, # Validation images drawn each epoch (0: none)
+    ci:bool=None, # Intervals of the COCO statistics (see `epoch_values`)
+    **init_kwargs, # `wandb.init`'s (`project`, `name`, `dir`, `mode`, ...) for the run this callback starts; unused when a run is active
+):
+    "fastai's `WandbCallback` (its own prediction table, model saving and gradient watching off) with `DetTracking`, into `wandb.run`, or into a run it starts at the first fit and ends in `log_files`."
+    WB = need('fastai.callback.wandb', 'wandb', 'W&B logging').WandbCallback
+    import wandb
+    class DetWandbCallback(DetTracking, WB):
+        def __init__(self):
+            WB.__init__(self, log=None, log_preds=False, log_model=False)
+            self._det_init(params, n_images, ci)
+            self.init_kwargs, self.started = init_kwargs, None  # `started`: the run this callback started
+        def before_fit(self):  # `WandbCallback.before_fit`'s counters, without its config (`Learner.gather_args`: it fails on fastdet's learner)
+            self.run = not hasattr(self.learn, 'lr_finder') and not hasattr(self, 'gather_preds') and rank_distrib() == 0
+            if not self.run: return
+            if wandb.run is None: self.started = _wandb_init(**self.init_kwargs)
+            self._wandb_step = wandb.run.step - 1  # fastai's: the batch count, continued across fits
+            self._wandb_epoch = math.ceil(wandb.run.summary.get('epoch', 0)) if wandb.run.step else 0
+            self._det_before_fit()
+        def after_epoch(self):
+            WB.after_epoch(self)
+            if self.run: self._det_after_epoch()
+        def _log_values(self, vals, step): wandb.log(vals, step=self._wandb_step)  # at fastai's step (the batch count), as its own values
+        def _log_figure(self, fig, step): wandb.log({'predictions': wandb.Image(fig)}, step=self._wandb_step)
+        def _log_params(self, params): wandb.config.update(params, allow_val_change=True)
+        def log_files(self, paths):
+            "Each PNG among `paths` as an image of the run (`plots/<name>`); then the run ends, if this callback started it."
+            if wandb.run is None: return
+            wandb.log({f'plots/{p.stem}': wandb.Image(str(p)) for p in map(Path, paths) if p.suffix == '.png'})
+            if self.started is not None: self.started.finish(); self.started = None
+    return DetWandbCallback()
+
 # %% ../nbs/35_tracking.ipynb #t18
 def parse_trackers(
     names:str, # `--log`: tracker names, comma-separated
@@ -141,7 +185,7 @@ def parse_trackers(
     if not names: return []
     out = list(dict.fromkeys(n.strip().lower() for n in str(names).split(',') if n.strip()))
     bad = [n for n in out if n not in TRACKERS]
-    if bad: raise ValueError(f"--log {names}: no tracker {bad[0]!r}; expected {' or '.join(TRACKERS)} (several comma-separated)")
+    if bad: raise ValueError(f"--log {names}: no tracker {bad[0]!r}; expected {', '.join(TRACKERS[:-1])} or {TRACKERS[-1]} (several comma-separated)")
     for n in out: need(n, n, f'--log {n}')
     return out
 
@@ -150,10 +194,12 @@ def tracker_callbacks(
     out, # The run folder
     params:dict=None, # The run's parameters (its `args.json`)
 )->list:
-    "The callbacks of `fastdet train --log`: TensorBoard's event files in `out/tensorboard`; an MLflow run at `$MLFLOW_TRACKING_URI`, else in `out/mlruns`, named as the run folder."
+    "The callbacks of `fastdet train --log`: TensorBoard's event files in `out/tensorboard`; an MLflow run at `$MLFLOW_TRACKING_URI`, else in `out/mlruns`, named as the run folder; a W&B run in project `fastdet`, named as the run folder, its files in `out/wandb`."
     out, cbs = Path(out), []
     for n in parse_trackers(names):
         if n == 'tensorboard': cbs.append(tensorboard_callback(out/'tensorboard', params=params))
         if n == 'mlflow': cbs.append(mlflow_callback(tracking_uri=os.environ.get('MLFLOW_TRACKING_URI') or (out/'mlruns').resolve().as_uri(),
                                                       run_name=out.name, params=params))
+        if n == 'wandb': cbs.append(wandb_callback(params=params, **{k: v for k, v in dict(project='fastdet', name=out.name, dir=str(out)).items()
+                                                                     if f'WANDB_{k.upper()}' not in os.environ}))  # W&B's own $WANDB_PROJECT, $WANDB_NAME, $WANDB_DIR win
     return cbs

@@ -1,5 +1,5 @@
 "The `fastdet` command: train on the built-in dataset, then predict and eval with what it wrote."
-import json, os, subprocess, sys
+import json, os, struct, subprocess, sys, zlib
 from pathlib import Path
 import pytest
 
@@ -444,17 +444,39 @@ def test_compare_two_models_on_the_same_images(trained, tmp_path):
     assert (t.delta[ok] == 0).all() and (t.lo[ok] == 0).all() and (t.hi[ok] == 0).all() and (t.A[ok] == t.B[ok]).all()
     assert 'AP: no difference the data can show' in r.stdout and (tmp_path/'cmp'/'compare_per_class.csv').is_file()
 
-def test_log_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
-    "`--log tensorboard,mlflow`: each epoch's COCO statistics with their bounds, the run's arguments and, at the end, the run folder's plots; read back from TensorBoard's event files and MLflow's file store in the run folder."
+def _wandb_records(path):
+    "The protobuf records of a W&B transaction log (`run-<id>.wandb`, what `wandb sync` uploads; wandb 0.31 has no Python reader): LevelDB's log format, a 7-byte header, then 32 KiB blocks of chunks (crc32 of type and data, length, type: 1 whole, 2 first, 3 middle, 4 last)."
+    from wandb.proto.wandb_internal_pb2 import Record
+    data, i, buf = Path(path).read_bytes(), 7, b''
+    assert data[:4] == b':W&B', data[:7]
+    while i + 7 <= len(data):
+        if 32768 - i % 32768 < 7: i += 32768 - i % 32768; continue  # a block's zero trailer, too short for a chunk header
+        crc, n, kind = struct.unpack('<IHB', data[i:i + 7])
+        chunk, i = data[i + 7:i + 7 + n], i + 7 + n
+        assert crc == zlib.crc32(chunk, zlib.crc32(bytes([kind]))), (i, kind)
+        buf += chunk
+        if kind in (1, 4): yield Record.FromString(buf); buf = b''
+
+def _wandb_offline_run(folder):
+    "The one offline W&B run under `folder`: its run record, config, history rows (`{'coco/AP': .., 'predictions/path': .., ...}`) and files folder."
+    (log,) = Path(folder).glob('wandb/offline-run-*/run-*.wandb')
+    recs = list(_wandb_records(log))
+    (run,) = [r.run for r in recs if r.HasField('run')]
+    config = {u.key: json.loads(u.value_json) for r in recs if r.HasField('run') or r.HasField('config') for u in (r.run.config if r.HasField('run') else r.config).update}
+    rows = [{'/'.join(it.nested_key) or it.key: json.loads(it.value_json) for it in r.history.item} for r in recs if r.HasField('history')]
+    return run, config, rows, log.parent/'files'
+
+def test_log_to_tensorboard_mlflow_and_wandb(tmp_path, monkeypatch):
+    "`--log tensorboard,mlflow,wandb` in one run: each epoch's COCO statistics with their bounds, the run's arguments and, at the end, the run folder's plots; read back from TensorBoard's event files, MLflow's file store and W&B's offline run in the run folder. Then the line that refuses an unknown tracker."
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     import mlflow
-    env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}
+    env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI' and not k.startswith('WANDB_')}
     monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     out = tmp_path/'o'
-    r = subprocess.run([str(EXE), 'train', '--n', '40', '--size', '64', '--epochs', '2', '--bs', '8', '--workers', '0', '--log', 'tensorboard,mlflow',
-                        '--out', str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=1500, env={**env, 'PYTHONWARNINGS': 'ignore'})
+    r = subprocess.run([str(EXE), 'train', '--n', '40', '--size', '64', '--epochs', '2', '--bs', '8', '--workers', '0', '--log', 'tensorboard,mlflow,wandb',
+                        '--out', str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=1500, env={**env, 'PYTHONWARNINGS': 'ignore', 'WANDB_MODE': 'offline'})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.stdout.strip().splitlines()[-1].endswith('; logged to tensorboard,mlflow'), r.stdout[-500:]
+    assert r.stdout.strip().splitlines()[-1].endswith('; logged to tensorboard,mlflow,wandb'), r.stdout[-500:]
     stats = json.loads((out/'stats.json').read_text())
     ea = EventAccumulator(str(out/'tensorboard'), size_guidance={'images': 0, 'scalars': 0, 'tensors': 0}).Reload()
     assert [len(ea.Scalars(k)) for k in ('coco/AP', 'coco/AP_lo', 'coco/AP_hi', 'coco/AR100')] == [2] * 4
@@ -469,6 +491,16 @@ def test_log_to_tensorboard_and_mlflow(tmp_path, monkeypatch):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {'labels.png', 'train_batch.png', 'predictions.png', 'stats.json', 'results.csv', 'predictions'} <= arts, arts
     assert not any(a.endswith('.pth') for a in arts)
+    wb, config, rows, files = _wandb_offline_run(out)
+    assert (wb.project, wb.display_name) == ('fastdet', 'o') and 'no API key' not in r.stderr  # WANDB_MODE=offline: no fallback needed, none said
+    assert config['epochs'] == 2 and config['size'] == 64 and config['max_steps'] is None, config  # args.json's values, null as null
+    epochs = [h for h in rows if 'coco/AP' in h]  # one history row per step (batch); the epochs' values in their last
+    assert len(epochs) == 2 and all({'coco/AP_lo', 'coco/AP_hi', 'coco/AR100', 'valid_loss', 'train_loss'} <= set(h) for h in epochs), rows
+    assert abs(epochs[-1]['coco/AP'] - stats['AP']) < 1e-6 and epochs[-1]['coco/AP_lo'] <= epochs[-1]['coco/AP'] <= epochs[-1]['coco/AP_hi'] and epochs[-1]['epoch'] == 2
+    assert [h['predictions/_type'] for h in epochs] == ['image-file'] * 2  # the figure each epoch
+    plots = {k.split('/')[1]: h[k] for h in rows for k in h if k.startswith('plots/') and k.endswith('/path')}
+    assert set(plots) == {p.stem for p in out.glob('*.png')} and {'labels', 'train_batch', 'predictions', 'pr_curve'} <= set(plots), plots  # at the end
+    assert all((files/p).is_file() for p in [*plots.values(), *(h['predictions/path'] for h in epochs)])
     r = _run('train', '--log', 'tensorboard,comet', cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr.strip() == "fastdet train: error: --log tensorboard,comet: no tracker 'comet'; expected tensorboard or mlflow (several comma-separated)", r.stderr
+    assert r.returncode == 1 and r.stderr.strip() == "fastdet train: error: --log tensorboard,comet: no tracker 'comet'; expected tensorboard, mlflow or wandb (several comma-separated)", r.stderr
     assert not (tmp_path/'runs').exists()  # refused before anything was read or made
