@@ -206,7 +206,7 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
     for args in ((), ('--help',)):
         r = _run(*args, cwd=tmp_path)
         assert r.returncode == 0 and [l.split()[0] for l in r.stdout.splitlines() if l.startswith('  ') and not l.strip().startswith('-')] == \
-            ['train', 'predict', 'eval', 'compare', 'export'], r.stdout
+            ['train', 'predict', 'eval', 'compare', 'review', 'export'], r.stdout
     r = _run('train', '--help', cwd=tmp_path)
     assert r.returncode == 0 and 'Train a detector' in r.stdout and '--valid' in r.stdout and '--device' in r.stdout and '--workers' in r.stdout
     import fastdet
