@@ -25,9 +25,9 @@ from .data.records import DetRecords, check_records
 from .data.readers import read_records, detect_format
 from .data.core import DetDataLoaders, check_batches
 from .data.augment import DetFlip, ssd_aug_transforms
-from .learner import DetLearner, ValidateLastEpoch, NoValidation, make_learner
-from .modelfile import save_detector, load_detector, read_detector, load_training_state, MAX_SIZE
-from .recipes import (CLIError, SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
+from .learner import DetLearner, ValidateLastEpoch, NoValidation, make_learner, efficientdet_learner
+from .modelfile import save_detector, load_detector, read_detector, load_state, load_training_state, MAX_SIZE
+from .recipes import (CLIError, SHAPES_RECIPE, EFFDET_SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
                              pretrained_learner)
 from .files import atomic_path, write_json
 from .metrics import COCOMetric, DetResults, coco_table, evaluate, with_intervals, voc_interval, detection_results, compare, _voc_from_accum
@@ -51,7 +51,7 @@ __all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data
            'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh',
            'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data',
            'print_comparison', 'export', 'evaluate_model', 'compare_models', 'review', 'shapes_detector_file',
-           'shapes_detector']
+           'shapes_detector', 'efficientdet_shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -841,19 +841,30 @@ def _locked(fname:Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+def _cached_run(
+    name:str, # The run folder's name, before the version and the recipe's hash
+    recipe:dict, # What the run trains (its hash names the folder: another recipe, another run)
+    train_into, # `train_into(folder)` trains the run and writes `model.pth` and a finished `progress.json` there
+    cache=None, # Folder that keeps the run (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
+)->Path:
+    "The `model.pth` of a run trained on first use and cached; two processes asking for it train it once, and reading it from the cache runs no torch code (safe before forking processes)."
+    key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
+    root = _cache_dir(cache)
+    root.mkdir(parents=True, exist_ok=True)
+    run = root/f'{name}-{fastdet.__version__}-{key}'
+    with _locked(root/f'{run.name}.lock'):
+        if not (run/'progress.json').is_file() or not _finished(json.loads((run/'progress.json').read_text())): train_into(run)
+    return run/'model.pth'
+
+def _train_main_job(run:Path):
+    print(f"training the main job's detector once (about 3 minutes on a 2-core CPU) into {run}")
+    train(out=run, exist_ok=True, show=False)
+
 def shapes_detector_file(
     cache=None, # Folder that keeps the trained model (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
 )->Path:
-    "The model file (`model.pth`) of the main job's detector (`train()` on the built-in shapes with `SHAPES_RECIPE`), trained on first use and cached; reading it from the cache runs no torch code (safe before forking processes)."
-    key = hashlib.sha1(json.dumps(SHAPES_RECIPE, sort_keys=True).encode()).hexdigest()[:8]
-    root = _cache_dir(cache)
-    root.mkdir(parents=True, exist_ok=True)
-    run = root/f'shapes-{fastdet.__version__}-{key}'
-    with _locked(root/f'{run.name}.lock'):
-        if not (run/'progress.json').is_file() or not _finished(json.loads((run/'progress.json').read_text())):
-            print(f"training the main job's detector once (about 3 minutes on a 2-core CPU) into {run}")
-            train(out=run, exist_ok=True, show=False)
-    return run/'model.pth'
+    "The model file (`model.pth`) of the main job's detector (`train()` on the built-in shapes with `SHAPES_RECIPE`), trained on first use and cached."
+    return _cached_run('shapes', SHAPES_RECIPE, _train_main_job, cache)
 
 def shapes_detector(
     cache=None, # Folder that keeps the trained model (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
@@ -868,4 +879,31 @@ def shapes_detector(
     d = read_detector(fn).get('score_thresh')  # (its threshold only: the weights are loaded above)
     t = None if d is None else ScoreThreshold.from_dict(d, fn)
     learn.score_thresh = t if t is None else replace(t, source=f"F1-optimal on the {len(dls.valid_ds)} validation images of the main job")
+    return learn
+
+def _effdet_shapes_dls():
+    r = EFFDET_SHAPES_RECIPE
+    return DetDataLoaders.from_shapes(n=r['n'], size=r['size'], bs=r['bs'], num_workers=0)
+
+def _train_effdet_shapes(run:Path):
+    "`EFFDET_SHAPES_RECIPE` from scratch: fastai's `fit_one_cycle`, COCO AP and AP50 each epoch in `history.csv`."
+    r = EFFDET_SHAPES_RECIPE
+    print(f"training the EfficientDet tutorial's detector once (about 4 minutes on a 2-core CPU) into {run}")
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(r['seed'])
+    learn = efficientdet_learner(_effdet_shapes_dls(), r['arch'], weights=None, config=r['config'], path=run,
+                                 metrics=[COCOMetric('AP'), COCOMetric('AP50')])
+    with learn.no_bar(): learn.fit_one_cycle(r['epochs'], r['lr'], cbs=CSVLogger('history.csv'))
+    save_detector(learn, run/'model.pth')
+    write_json(run/'progress.json', dict(finished=True, epoch=r['epochs'], n_epoch=r['epochs']))
+
+def efficientdet_shapes_detector(
+    cache=None, # Folder that keeps the trained model (default: `$FASTDET_CACHE`, else `~/.cache/fastdet`)
+    **kwargs # Passed to `efficientdet_learner` (`metrics`, `cbs`, ...)
+)->DetLearner:
+    "The EfficientDet tutorial's detector: `EFFDET_SHAPES_RECIPE` trained from scratch once and cached (its epochs in `history.csv` beside the model file), on the same shapes `DataLoaders`."
+    r = EFFDET_SHAPES_RECIPE
+    fn = _cached_run('effdet-shapes', r, _train_effdet_shapes, cache)
+    learn = efficientdet_learner(_effdet_shapes_dls(), r['arch'], weights=None, config=r['config'], path=fn.parent, **kwargs)
+    load_state(learn.model, read_detector(fn)['state_dict'], fn)
     return learn

@@ -30,10 +30,11 @@ _SUMMARY = (('AP', None, 0, 2), ('AP', .5, 0, 2), ('AP', .75, 0, 2), ('AP', None
 
 def _bb_iou(d:np.ndarray, g:np.ndarray, crowd:np.ndarray)->np.ndarray:
     "IoU of row-aligned xywh boxes, operation for operation as pycocotools' `bbIou` (intersection over the detection's area for crowd regions)."
-    w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
-    h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
-    i, da, ga = w * h, d[:, 2] * d[:, 3], g[:, 2] * g[:, 3]
-    with np.errstate(all='ignore'): o = i / np.where(crowd, da, da + ga - i)
+    with np.errstate(all='ignore'):  # an untrained detector's infinite boxes give NaN here, and IoU 0 below, as in pycocotools' C
+        w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
+        h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
+        i, da, ga = w * h, d[:, 2] * d[:, 3], g[:, 2] * g[:, 3]
+        o = i / np.where(crowd, da, da + ga - i)
     return np.where((w > 0) & (h > 0), o, 0.)
 
 def _stable_order(key:np.ndarray, top:int)->np.ndarray:

@@ -14,8 +14,8 @@ from .learner import make_learner
 from .modelfile import read_detector
 
 # %% auto #0
-__all__ = ['SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'recipe', 'recipe_epochs', 'default_size',
-           'start_weights', 'weights_arch', 'pretrained_learner']
+__all__ = ['SHAPES_RECIPE', 'EFFDET_SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'recipe', 'recipe_epochs',
+           'default_size', 'start_weights', 'weights_arch', 'pretrained_learner']
 
 # %% ../nbs/37_recipes.ipynb #c005
 class CLIError(Exception):
@@ -23,6 +23,10 @@ class CLIError(Exception):
 
 # %% ../nbs/37_recipes.ipynb #r002
 SHAPES_RECIPE = dict(arch='ssdlite_mobilenetv2', size=160, bs=16, epochs=5, lr=1e-2, n=1200, weights='none', aug='flip', ema='off')
+# the EfficientDet tutorial's detector, from scratch on the built-in shapes: effdet's `efficientdet_d0` table entry with a
+# small timm backbone, levels P3-P5 (the shapes are 38-115 px), one BiFPN cell, two head repeats; fastai's Adam, one-cycle
+EFFDET_SHAPES_RECIPE = dict(arch='efficientdet_d0', config=dict(backbone_name='mobilenetv3_small_100', backbone_args={}, max_level=5,
+                            fpn_cell_repeats=1, box_class_repeats=2), size=256, n=1000, bs=16, epochs=8, lr=6e-3, seed=0)
 # your data: fine-tuning from pretrained weights (fastai's `fine_tune` learning rate), about 300 optimizer steps
 FINETUNE_RECIPE = dict(arch='ssdlite320_mobilenet_v3_large', bs=16, lr=2e-3, steps=300, epoch_range=(3, 30), weights='pretrained', aug='ssd', ema='off')
 # your data, `--weights none`: from scratch needs many more steps (torchvision trains SSDLite from scratch for 600 COCO epochs)

@@ -4,8 +4,9 @@
 nbdev renders its sites with Quarto, which no registry here carries. This keeps nbdev's own processing and swaps
 only the renderer:
 1. copy the project to a scratch folder and execute its notebooks there (`nbdev-test --save`), so examples show
-   their outputs (`slow` cells stay unexecuted unless --slow). The tutorials' trained detector (`shapes_detector`: the
-   main job, about 3 minutes) is trained first, once, into `$FASTDET_CACHE` (default: a folder of this build), and
+   their outputs (`slow` cells stay unexecuted unless --slow). The tutorials' trained detectors (`shapes_detector`: the
+   main job, about 3 minutes; `efficientdet_shapes_detector`: the EfficientDet page's, about 3 minutes) are trained
+   first, once, into `$FASTDET_CACHE` (default: a folder of this build; the test suite shares its session's), and
    fastai's training table renders as HTML, as Jupyter shows it (an IPython startup file of this build selects
    fastprogress's notebook bars; only the final table of each fit is kept);
 2. nbdev's `proc_nbs` applies the directives (hidden cells dropped, `show_doc` rendered as markdown API entries,
@@ -301,8 +302,8 @@ def build(out=ROOT/'docs', execute=True, slow=False):
             env.setdefault('FASTDET_CACHE', str(tmp/'cache'))
             (tmp/'ipython'/'profile_default'/'startup').mkdir(parents=True)
             (tmp/'ipython'/'profile_default'/'startup'/'00-fastai-html-table.py').write_text(_NB_BARS)
-            r = subprocess.run([sys.executable, '-c', 'from fastdet.commands import shapes_detector; shapes_detector()'], cwd=tmp, env=env, capture_output=True, text=True)
-            if r.returncode: raise RuntimeError(f"training the tutorials' detector failed:\n{(r.stdout + r.stderr)[-4000:]}")
+            r = subprocess.run([sys.executable, '-c', 'from fastdet.commands import shapes_detector_file, efficientdet_shapes_detector; shapes_detector_file(); efficientdet_shapes_detector()'], cwd=tmp, env=env, capture_output=True, text=True)
+            if r.returncode: raise RuntimeError(f"training the tutorials' detectors failed:\n{(r.stdout + r.stderr)[-4000:]}")
             cmd = [str(BIN/'nbdev-test'), '--save', '--n-workers', '2'] + (['--flags', 'slow'] if slow else [])
             r = subprocess.run(cmd + ['--do-print'], cwd=tmp, env=env, capture_output=True, text=True)
             log = r.stdout + r.stderr

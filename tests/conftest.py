@@ -1,6 +1,16 @@
-import os
+import os, shutil, tempfile
 from pathlib import Path
 import pytest
+
+def pytest_configure(config):
+    "One model cache for the session: the docs build and the learning tests share the detectors they train (`$FASTDET_CACHE` if set, else a fresh folder, removed at the end)."
+    if not os.environ.get('FASTDET_CACHE'):
+        config._fastdet_cache = tempfile.mkdtemp(prefix='fastdet_cache_')
+        os.environ['FASTDET_CACHE'] = config._fastdet_cache
+
+def pytest_unconfigure(config):
+    d = getattr(config, '_fastdet_cache', None)
+    if d: shutil.rmtree(d, ignore_errors=True)
 
 @pytest.fixture(scope='session')
 def data_dir():

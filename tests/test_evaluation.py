@@ -73,6 +73,19 @@ def test_random_sets_are_pycocotools_to_the_bit(seed):
     assert np.array_equal(ev.precision, E.eval['precision'][..., -1]) and np.array_equal(ev.recall, E.eval['recall'])
 
 
+def test_infinite_boxes_are_pycocotools_without_a_warning():
+    "An untrained detector's boxes can be infinite (effdet's decoding has no clamp): no match and no RuntimeWarning, as in pycocotools' C."
+    import warnings
+    gt, dets = random_set(5)
+    for d, b in zip(dets[::7], ([-np.inf, 10., np.inf, 5.], [1., -np.inf, 3., np.inf], [np.inf, np.inf, np.inf, np.inf]) * len(dets)): d['bbox'] = b
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        ev = evaluate_coco(*arrays(gt, dets), n=len(gt['images']), cat_ids=[c['id'] for c in gt['categories']])
+    E = pycocotools_stats(gt, dets)
+    assert list(ev.stats.values()) == E.stats.tolist()
+    assert np.array_equal(ev.precision, E.eval['precision'][..., -1]) and np.array_equal(ev.recall, E.eval['recall'])
+
+
 def test_sparse_sets_are_pycocotools_to_the_bit():
     "Most images empty: (image, category) pairs are looked up by search rather than in a table of all pairs."
     gt, dets = random_set(3)
