@@ -27,7 +27,7 @@ from .data.core import DetDataLoaders, check_batches
 from .data.augment import DetFlip, ssd_aug_transforms
 from .learner import DetLearner, ValidateLastEpoch, NoValidation, make_learner, efficientdet_learner
 from .modelfile import save_detector, load_detector, read_detector, load_state, load_training_state, MAX_SIZE
-from .recipes import (CLIError, SHAPES_RECIPE, EFFDET_SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch,
+from .recipes import (CLIError, SHAPES_RECIPE, EFFDET_SHAPES_RECIPE, recipe, recipe_epochs, default_size, start_weights, weights_arch, weights_options,
                              pretrained_learner)
 from .files import atomic_path, write_json
 from .metrics import COCOMetric, DetResults, coco_table, evaluate, with_intervals, voc_interval, detection_results, compare, _voc_from_accum
@@ -37,7 +37,7 @@ from .interpret import DetInterpretation, save_results
 from .review import label_issues  # (and `DetInterpretation.label_issues`)
 from .data.labels import save_label_plots
 from .data.sampling import class_repeat_factors  # (and `DataLoaders.repeat_factor_sampling`)
-from .priors import prior_fit_report
+from .priors import prior_fit_report, fitted_boxes_report
 from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
@@ -447,7 +447,11 @@ def train(
     dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, o.workers, dev,
                           fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
     check_batches(dls)  # a --bs larger than the training set: said before a run folder is made
-    fit = prior_fit_report(dls, a.arch)  # the default boxes against the training boxes (a size the model can't take fails here too)
+    fit = prior_fit_report(dls, a.arch, fitted=a.fit_boxes)  # the default boxes against the training boxes (a size the model can't take fails here too)
+    model_kwargs = weights_options(a.weights)  # a fastdet model file's own (its fitted boxes), else the architecture's
+    if a.fit_boxes:
+        model_kwargs.update(dls.fit_default_boxes(a.arch, **model_kwargs))
+        fit += '\n' + fitted_boxes_report(dls, a.arch, model_kwargs)
     if rfs: dls.repeat_factor_sampling(rfs)
     n_procs = dist.get_world_size() if dist.is_initialized() else 1
     if a.epochs is None: a.epochs = args['epochs'] = recipe_epochs(len(dls.train_ds), a.bs * n_procs, rcp['steps'], rcp['epoch_range'])
@@ -472,7 +476,7 @@ def train(
                 ('' if a.validate else f" ({len(dls.valid_ds)} validation images {'<=' if every else '>'} half of {len(dls.train_ds)} training images; --validate every|last decides)"))
     # resumed: built the same way (which layers are new), then its state loaded
     metrics = [COCOMetric('AP'), COCOMetric('AP', bound='lo'), COCOMetric('AP', bound='hi'), COCOMetric('AP50')] if has_valid else []  # AP's 95% bootstrap interval in results.csv
-    try: learn = pretrained_learner(dls, a.arch, a.weights, metrics=metrics, path=out, ema=_ema(a.ema))
+    try: learn = pretrained_learner(dls, a.arch, a.weights, model_kwargs=model_kwargs, metrics=metrics, path=out, ema=_ema(a.ema))
     except BaseException:  # e.g. the weights can't be downloaded: no run folder holding only its arguments
         if fresh and is_rank0(): _unclaim(out, numbered=o.out is None)
         raise

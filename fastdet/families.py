@@ -6,16 +6,19 @@ Docs: https://fastdet.github.io/fastdet/families.html.md"""
 
 # %% ../nbs/19_families.ipynb #f002
 from __future__ import annotations
+import functools, json, math
 from pathlib import Path
 import torch
 from torch import nn, Tensor
 from fastai.vision.core import imagenet_stats
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .boxes import bbox_to_pixels, convert_boxes
-from .models.ssd import create_ssd, ssd_configs, ssd_split, ssd_coco_archs, fm_sizes
+from .models.ssd import create_ssd, create_ssd_config, ssd_configs, ssd_split, ssd_coco_archs, fm_sizes
+from .anchors.ssd import default_boxes as ssd_default_boxes, kmeans_1d
 from .models.efficientdet import efficientdet_archs, efficientdet_config, create_efficientdet, efficientdet_split
 from .losses.ssd import MultiBoxLoss
 from .losses.efficientdet import EffDetLoss
+from effdet.anchors import Anchors
 
 # %% auto #0
 __all__ = ['NAMED_WEIGHTS', 'VGG16_STATS', 'HALF_STATS', 'TV_DECODE', 'SSD_FAMILY', 'EFFICIENTDET_FAMILY', 'DetFamily',
@@ -115,6 +118,23 @@ class DetFamily:
         "What makes the default boxes of `arch` fit the training boxes they miss: the fix `prior_fit_warning` names."
         return "default boxes nearer the training boxes' sizes and shapes"
 
+    def box_options(self, arch:str, **kwargs)->dict:
+        "The model options (`model_kwargs`) that size and shape the default boxes of `arch`, with their values under `kwargs`: what `fit_default_boxes` fits."
+        raise NotImplementedError
+
+    def start_box_options(self,
+        arch:str, # One of the family's architectures
+        wh:Tensor, # `[N, 2]` widths and heights of the training boxes, pixels of the model input
+        hw:tuple, # `(h, w)` of the model input
+        **kwargs # The family's other model options
+    )->dict:
+        "`box_options` guessed from the boxes (1-D k-means of their sizes and of their shapes): where `fit_default_boxes` starts besides the architecture's own."
+        raise NotImplementedError
+
+    def tidy_box_options(self, opts:dict)->dict:
+        "`opts` (`box_options`, changed by the fit) made valid for the family: e.g. SSD's scales ascending."
+        return opts
+
 # %% ../nbs/19_families.ipynb #f007
 _FAMILIES = []
 
@@ -144,6 +164,18 @@ HALF_STATS = ([.5] * 3, [.5] * 3)  # torchvision's SSDLite320 COCO weights: [-1,
 # torchvision's own post-processing of the layouts whose COCO weights it ships (score threshold, candidates per class, NMS, detections)
 TV_DECODE = {'ssd300_vgg16': dict(score_thresh=.01, topk=400, nms_thresh=.45, max_det=200),
              'ssdlite320_mobilenet_v3_large': dict(score_thresh=.001, topk=300, nms_thresh=.55, max_det=300)}
+
+@functools.lru_cache(16)
+def _ssd_layout_cached(arch:str, hw:tuple, layout:str)->tuple:
+    with torch.device('meta'): m = create_ssd(arch, 1, **json.loads(layout))  # its layout only: no weights are made
+    return fm_sizes(m, hw), dict(scales=m.scales, aspect_ratios=m.aspect_ratios, clip=m.clip, steps=m.steps)
+
+def _ssd_layout(arch:str, hw:tuple, **kwargs)->tuple:
+    "The feature-map sizes of `arch` at `hw` and its default boxes' options under `kwargs`; the maps from a dry run, once per layout (the scales and ratios' values don't change it)."
+    layout = {k: v for k, v in kwargs.items() if k != 'scales'}
+    if 'aspect_ratios' in layout: layout['aspect_ratios'] = [[2]] * len(layout['aspect_ratios'])  # (their count sets the maps')
+    fm, o = _ssd_layout_cached(arch, hw, json.dumps(layout, sort_keys=True))
+    return fm, {**o, **{k: v for k, v in kwargs.items() if k in ('scales', 'aspect_ratios')}}
 
 class SSDFamily(DetFamily):
     "SSD: the layouts of `ssd_configs` and any timm backbone (`create_ssd`), `MultiBoxLoss`, `ssd_split`."
@@ -176,8 +208,20 @@ class SSDFamily(DetFamily):
     def split(self, model): return ssd_split(model)
     def new_groups(self, weights): return 2 if weights in (None, 'imagenet') else 1  # a whole detector: only its heads are new
     def default_boxes(self, arch, hw, **kwargs):  # the boxes the model's forward returns at `hw`
-        with torch.device('meta'): m = create_ssd(arch, 1, **kwargs)  # its layout only: no weights are made
-        return bbox_to_pixels(m.default_boxes(fm_sizes(m, hw), hw), hw)
+        fm, o = _ssd_layout(arch, tuple(hw), **kwargs)
+        return bbox_to_pixels(ssd_default_boxes(fm, o['scales'], o['aspect_ratios'], o['clip'], o['steps'], hw), hw)
+    def box_options(self, arch, **kwargs):
+        o = {**create_ssd_config(arch), **kwargs}
+        return dict(scales=[float(v) for v in o['scales']], aspect_ratios=[[float(a) for a in ar] for ar in o['aspect_ratios']])
+    def start_box_options(self, arch, wh, hw, **kwargs):
+        o = self.box_options(arch, **kwargs)
+        n = len(o['aspect_ratios'])  # one scale per map, the largest map's extra box one step further
+        c = kmeans_1d((wh.prod(1).sqrt() / math.sqrt(hw[0] * hw[1])).log(), n).exp().tolist()
+        ratios = kmeans_1d((wh[:, 0] / wh[:, 1]).log().abs(), max(map(len, o['aspect_ratios']))).exp().clamp(min=1.05).tolist()
+        return self.tidy_box_options(dict(scales=c + [c[-1] * (c[-1] / c[-2] if n > 1 else 1.5)],
+                                          aspect_ratios=[ratios[-len(ar):] for ar in o['aspect_ratios']]))
+    def tidy_box_options(self, opts):  # scales ascending; each ratio a > 1 (its 1/a box comes with it)
+        return dict(scales=sorted(opts['scales']), aspect_ratios=[[max(a, 1 / a) for a in ar] for ar in opts['aspect_ratios']])
     def match_iou(self, arch, **settings): return self.loss(None, arch, **settings).match_thresh
     def fit_advice(self, arch, smaller):
         if not smaller: return "SSD's default boxes are shares of the input but their grid's steps are pixels: a larger --size makes the grid finer"
@@ -186,6 +230,14 @@ class SSDFamily(DetFamily):
         return f"SSD's default boxes grow with the input, so a larger --size does not help; smaller ones do: {other}smaller `scales` in `model_kwargs`"
 
 # %% ../nbs/19_families.ipynb #f011
+_EFFDET_BOX_OPTIONS = ('anchor_scale', 'aspect_ratios')
+
+@functools.lru_cache(16)
+def _effdet_anchors(arch:str, hw:tuple, config:str)->dict:
+    "The anchor fields of `arch`'s effdet config under the other options `config` (json): built once, as the fit asks for thousands of anchor sets."
+    c = efficientdet_config(arch, image_size=hw, **json.loads(config))
+    return {k: c[k] for k in ('min_level', 'max_level', 'num_scales', *_EFFDET_BOX_OPTIONS)}
+
 class EfficientDetFamily(DetFamily):
     "effdet's EfficientDet: every configuration of `efficientdet_archs()`, `EffDetLoss`, `efficientdet_split`; the backbone's BatchNorm stays frozen in `freeze()`."
     name = 'EfficientDet'
@@ -202,9 +254,20 @@ class EfficientDetFamily(DetFamily):
     def loss(self, model, arch, max_det:int=100): return EffDetLoss(model.config, max_det=max_det)
     def loss_settings(self, lf): return dict(max_det=lf.max_det)
     def split(self, model): return efficientdet_split(model)
-    def default_boxes(self, arch, hw, **config):  # the anchors its loss labels
-        return convert_boxes(EffDetLoss(efficientdet_config(arch, image_size=hw, **config)).anchors, 'yxyx', 'xyxy')
+    def default_boxes(self, arch, hw, **config):  # the anchors its loss labels (effdet's `Anchors.from_config`, the config built once)
+        c = {**_effdet_anchors(arch, tuple(hw), json.dumps({k: v for k, v in config.items() if k not in _EFFDET_BOX_OPTIONS}, sort_keys=True)),
+             **{k: v for k, v in config.items() if k in _EFFDET_BOX_OPTIONS}}
+        return convert_boxes(Anchors(c['min_level'], c['max_level'], c['num_scales'], c['aspect_ratios'], c['anchor_scale'], tuple(hw)).boxes, 'yxyx', 'xyxy')
     def match_iou(self, arch, **settings): return EffDetLoss(efficientdet_config(arch), **settings).labeler.match_thresh
+    def box_options(self, arch, **config):
+        c = efficientdet_config(arch, **config)
+        return dict(anchor_scale=float(c.anchor_scale), aspect_ratios=[[float(v) for v in a] for a in c.aspect_ratios])
+    def start_box_options(self, arch, wh, hw, **config):
+        c = efficientdet_config(arch, **config)
+        levels = torch.arange(c.min_level, c.max_level + 1, dtype=torch.float32)  # anchor sides: anchor_scale * 2**level (x 2**(k/num_scales))
+        sides = kmeans_1d(wh.prod(1).sqrt().log(), len(levels)).exp()
+        shapes = kmeans_1d((wh[:, 0] / wh[:, 1]).log(), len(c.aspect_ratios)).exp().sqrt().tolist()  # x, y stretches: w/h = x/y
+        return dict(anchor_scale=float((sides.log() - levels * math.log(2)).mean().exp()), aspect_ratios=[[a, 1 / a] for a in shapes])
     def fit_advice(self, arch, smaller):
         return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + (" (or a smaller `anchor_scale` in `config`)" if smaller else '')
     def check_export(self, lf):

@@ -22,6 +22,7 @@ from .boxes import bbox_to_pixels, unpad
 from .data.records import DetRecord, DetImage
 from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
+from .priors import fit_default_boxes  # (and `DataLoaders.fit_default_boxes`)
 from .prediction import ChannelsLastInference, StreamDetections, images_dl, draw_boxes
 from .export import DetExport, write_onnx, quantize_onnx
 from .slicing import predict_sliced
@@ -262,6 +263,7 @@ def make_learner(
     loss_func=None, # Default: the family's loss with `loss_kwargs`
     splitter=None, # Default: the family's
     ema:bool|float=False, # Average the weights while training (`EMACallback`; a float: its decay)
+    fit_boxes:bool=False, # Default boxes fitted to the training boxes of `dls` (`DataLoaders.fit_default_boxes`), into `model_kwargs`
     family:DetFamily=None, # Default: `family_of(arch)`
     pretrained:bool=None, # Deprecated: `weights=family.pretrained(arch)`
     **kwargs # Passed to `Learner` (`metrics`, `cbs`, `opt_func`, `lr`, `path`, `model_dir`, `wd`, `train_bn`, ...)
@@ -270,6 +272,7 @@ def make_learner(
     if family is None: family = family_of(arch)
     if pretrained is not None: weights = _deprecated_pretrained('make_learner', pretrained, weights, family.pretrained(arch))
     family.check_weights(arch, weights)
+    if fit_boxes: model_kwargs = {**(model_kwargs or {}), **dls.fit_default_boxes(arch, **(model_kwargs or {}))}
     model = family.create_model(arch, len(dls.vocab) - 1, _input_hw(dls), weights, **(model_kwargs or {}))
     add_normalize(dls, family.stats(model, arch), arch)
     learn = DetLearner(dls, model, loss_func=ifnone(loss_func, family.loss(model, arch, **(loss_kwargs or {}))),

@@ -20,7 +20,7 @@ from .families import family_of
 
 # %% auto #0
 __all__ = ['SIZE_BUCKETS', 'best_default_iou', 'input_boxes', 'prior_fit', 'prior_fit_summary', 'prior_fit_warning',
-           'prior_fit_report']
+           'prior_fit_report', 'fitted_boxes_report', 'fit_default_boxes']
 
 # %% ../nbs/22_priors.ipynb #p005
 def best_default_iou(
@@ -134,17 +134,112 @@ def prior_fit(self:DataLoaders,
     **kwargs # Passed to `prior_fit` (`iou`, the family's model options)
 )->pd.DataFrame:
     "`prior_fit` of the training records (each once) at the training loader's input size and resize method, classes in the vocab's order."
-    dl = getattr(self.train, 'dl', self.train)  # fastai's `DistributedDL` wraps the loader
+    recs, hw, method = _train_input(self, size)
+    return prior_fit(recs, arch, hw, method, vocab=getattr(self, 'vocab', None), **kwargs)
+
+def _train_input(dls:DataLoaders, size=None)->tuple:
+    "`(records, (h, w), resize method)` of the training loader: each record once (a loader that repeats them, as `fastdet train` on a few images, counts each once)."
+    dl = getattr(dls.train, 'dl', dls.train)  # fastai's `DistributedDL` wraps the loader
     rsz = input_resize(dl)
     if rsz is None and size is None: raise ValueError("the training loader has no Resize: give the model input `size`")
-    recs = list({id(r): r for r in dl.items}.values())  # a loader that repeats its records (`fastdet train` on a few images) counts each once
-    return prior_fit(recs, arch, size or rsz.size[::-1], rsz.method if rsz else 'squish', vocab=getattr(self, 'vocab', None), **kwargs)
+    hw = size if size is not None else tuple(rsz.size[::-1])
+    return list({id(r): r for r in dl.items}.values()), hw, rsz.method if rsz else 'squish'
 
 def prior_fit_report(
     dls:DataLoaders, # Detection `DataLoaders`
     arch:str, # The architecture to be trained
+    fitted:bool=False, # The default boxes are about to be fitted (`--fit-boxes`): no warning, `fitted_boxes_report` follows
 )->str:
     "What `fastdet train` prints: `prior_fit_summary` of the training data and the warning if there is one; '' for a family that doesn't say its default boxes."
     try: t = dls.prior_fit(arch)
     except NotImplementedError: return ''
-    return '\n'.join(filter(None, [prior_fit_summary(t), prior_fit_warning(t)]))
+    return '\n'.join(filter(None, [prior_fit_summary(t), None if fitted else prior_fit_warning(t)]))
+
+def fitted_boxes_report(
+    dls:DataLoaders, # Detection `DataLoaders`
+    arch:str, # The architecture to be trained
+    opts:dict, # Its model options with the fitted default boxes (`fit_default_boxes`)
+)->str:
+    "What `fastdet train --fit-boxes` prints after `prior_fit_report`: the fitted options and the share of boxes they fit, with the warning if the fit is still low."
+    t = dls.prior_fit(arch, **opts)
+    shown = '; '.join(f"{k} {v}" for k, v in opts.items() if k in family_of(arch).box_options(arch))
+    return '\n'.join(filter(None, [prior_fit_summary(t).replace('prior fit: the default boxes', 'prior fit: the fitted default boxes', 1) + f" ({shown})",
+                                    prior_fit_warning(t)]))
+
+# %% ../nbs/22_priors.ipynb #p030
+def _leaves(o)->list:
+    "The numbers of nested dicts and lists, in order."
+    if isinstance(o, dict): return [x for v in o.values() for x in _leaves(v)]
+    if isinstance(o, (list, tuple)): return [x for v in o for x in _leaves(v)]
+    return [float(o)]
+
+def _refill(o, it):
+    "`o` with its numbers replaced, in order, by those of the iterator `it`."
+    if isinstance(o, dict): return {k: _refill(v, it) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_refill(v, it) for v in o]
+    return float(next(it))
+
+def _near_pairs(boxes:Tensor, anchors:Tensor, reach:float=2.5, chunk:int=256)->Tensor:
+    "`[2, P]` (box, default box) index pairs whose centres are near enough for IoU >= 0.5 (then |dx| <= 2 w and |dy| <= 2 h of the box; `reach` leaves room for clipped boxes); the centres don't move when sizes change."
+    ctr, out = (anchors[:, :2] + anchors[:, 2:]) / 2, []
+    for i0 in range(0, len(boxes), chunk):
+        b = boxes[i0:i0 + chunk]
+        near = ((ctr[None] - ((b[:, :2] + b[:, 2:]) / 2)[:, None]).abs() <= reach * (b[:, 2:] - b[:, :2])[:, None]).all(-1)
+        i, j = near.nonzero(as_tuple=True)
+        out.append(torch.stack([i + i0, j]))
+    return torch.cat(out, 1)
+
+def _matched(boxes:Tensor, anchors:Tensor, pairs:Tensor, iou:float)->float:
+    "The fit's objective: the share of `boxes` whose best default box (among `pairs`) reaches `iou`, plus a tenth of their mean best IoU (ties broken by how near the others come)."
+    i, j = pairs
+    b, a = boxes[i], anchors[j]
+    inter = (torch.minimum(b[:, 2:], a[:, 2:]) - torch.maximum(b[:, :2], a[:, :2])).clamp(min=0).prod(1)
+    best = boxes.new_zeros(len(boxes)).scatter_reduce(0, i, inter / ((b[:, 2:] - b[:, :2]).prod(1) + (a[:, 2:] - a[:, :2]).prod(1) - inter), 'amax')
+    return float((best >= iou).float().mean() + .1 * best.mean())
+
+def fit_default_boxes(
+    records:list, # `DetRecord`s of the training images
+    arch:str, # An architecture of a registered family (`family_of`)
+    size=None, # Model input: int or `(h, w)` (default: the architecture's `default_size`)
+    method:str='squish', # How images become the input: fastai's `ResizeMethod`
+    iou:float=None, # Matching IoU (default: the family's, `DetFamily.match_iou`)
+    gens:int=300, # Generations of the evolution
+    seed:int=0, # Seed of the evolution and of the boxes sampled
+    max_boxes:int=1000, # At most this many training boxes drive the fit (a seeded sample)
+    **kwargs # The family's other model options (`model_kwargs`)
+)->dict:
+    """The family's default-box options (SSD: `scales`, `aspect_ratios`; EfficientDet: `anchor_scale`, `aspect_ratios`)
+    under which most training boxes have a default box at the matching IoU: the better of the architecture's own and a
+    k-means start, then YOLOv5's autoanchor evolution (each generation multiplies 90% of the numbers by `1 + 0.1 r N(0,1)`,
+    kept when the share matched rises). The number of boxes per cell stays, so pretrained heads still load."""
+    family = family_of(arch)
+    size = family.default_size(arch) if size is None else size
+    hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    iou = family.match_iou(arch) if iou is None else iou
+    boxes, _ = input_boxes(records, hw, method)
+    if not len(boxes): raise ValueError("fit_default_boxes: the records have no boxes to fit default boxes to")
+    g = torch.Generator().manual_seed(seed)
+    if len(boxes) > max_boxes: boxes = boxes[torch.randperm(len(boxes), generator=g)[:max_boxes]]
+    starts = [family.box_options(arch, **kwargs), family.start_box_options(arch, boxes[:, 2:] - boxes[:, :2], hw, **kwargs)]
+    pairs = _near_pairs(boxes, family.default_boxes(arch, hw, **kwargs))
+    score = lambda o: _matched(boxes, family.default_boxes(arch, hw, **{**kwargs, **o}), pairs, iou)
+    f, best = max(((score(o), o) for o in starts), key=lambda t: t[0])
+    rng = np.random.default_rng(seed)
+    x = np.array(_leaves(best))
+    for _ in range(gens):
+        v = np.ones(len(x))
+        while (v == 1).all(): v = ((rng.random(len(x)) < .9) * rng.random() * rng.standard_normal(len(x)) * .1 + 1).clip(.3, 3.)
+        o = family.tidy_box_options(_refill(best, iter(x * v)))
+        fo = score(o)
+        if fo > f: f, best, x = fo, o, np.array(_leaves(o))
+    return {k: [[round(a, 4) for a in v] if isinstance(v, list) else round(v, 4) for v in vs] if isinstance(vs, list) else round(vs, 4)
+            for k, vs in best.items()}
+
+@patch
+def fit_default_boxes(self:DataLoaders,
+    arch:str, # An architecture of a registered family
+    **kwargs # Passed to `fit_default_boxes` (`iou`, `gens`, `seed`, the family's other model options)
+)->dict:
+    "`fit_default_boxes` to the training records (each once) at the training loader's input size and resize method."
+    recs, hw, method = _train_input(self)
+    return fit_default_boxes(recs, arch, hw, method, **kwargs)

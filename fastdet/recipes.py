@@ -15,7 +15,7 @@ from .modelfile import read_detector
 
 # %% auto #0
 __all__ = ['SHAPES_RECIPE', 'EFFDET_SHAPES_RECIPE', 'FINETUNE_RECIPE', 'SCRATCH_RECIPE', 'CLIError', 'recipe', 'recipe_epochs',
-           'default_size', 'start_weights', 'weights_arch', 'pretrained_learner']
+           'default_size', 'start_weights', 'weights_arch', 'weights_options', 'pretrained_learner']
 
 # %% ../nbs/37_recipes.ipynb #c005
 class CLIError(Exception):
@@ -83,6 +83,14 @@ def weights_arch(
     if arch is not None and arch != file_arch:
         raise CLIError(f"--weights {weights} is a {file_arch} model and --arch is {arch}: leave --arch out to fine-tune it")
     return file_arch
+
+def weights_options(
+    weights:str, # `--weights`
+)->dict:
+    "The model options (`model_kwargs`: fitted default boxes, ...) of a fastdet model file given as `--weights`: a model fine-tuned from it is built as it was; `{}` for anything else."
+    if weights in (None, 'pretrained', 'none', *NAMED_WEIGHTS) or not Path(weights).is_file(): return {}
+    try: return dict(read_detector(weights)['fastdet']['recipe'].get('model_kwargs') or {})
+    except ValueError: return {}
 
 def _offline(e:BaseException)->bool:
     "Whether `e` (or what caused it) is a failed download."

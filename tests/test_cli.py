@@ -303,15 +303,19 @@ def test_repeat_factor_sampling_on_a_real_imbalanced_set(tmp_path):
                     f"{repeated} of {len(files)} training images shown more often, each epoch still {len(files)} images"), line
     assert json.loads((tmp_path/'o'/'args.json').read_text())['sampling'] == 'rfs:0.2'  # --resume samples the same way
 
+def _dots_and_blobs(folder, boxes=(('dot', 5, 8), ('dot', 30, 33), ('blob', 8, 56))):
+    "8 VOC images of 64 x 64, each with the same `boxes` (name, lo, hi): by default two dots of 3 px and a blob of 48 px."
+    from PIL import Image
+    folder.mkdir()
+    for i in range(8):
+        Image.new('RGB', (64, 64), (40 * i, 90, 200)).save(folder/f'{i}.jpg')
+        objs = ''.join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{a}</ymin><xmax>{b}</xmax><ymax>{b}</ymax></bndbox></object>" for n, a, b in boxes)
+        (folder/f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename><size><width>64</width><height>64</height></size>{objs}</annotation>")
+    return folder
+
 def test_train_prints_the_prior_fit(tmp_path):
     "Issue 28.1: the data check says how many training boxes the default boxes fit, and names the fix when few do."
-    from PIL import Image
-    (tmp_path/'v').mkdir()
-    for i in range(8):  # two dots of 3 px and a blob of 48 px in each 64 x 64 image
-        Image.new('RGB', (64, 64), (40 * i, 90, 200)).save(tmp_path/'v'/f'{i}.jpg')
-        boxes = [('dot', 5, 8), ('dot', 30, 33), ('blob', 8, 56)]
-        objs = ''.join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{a}</ymin><xmax>{b}</xmax><ymax>{b}</ymax></bndbox></object>" for n, a, b in boxes)
-        (tmp_path/'v'/f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename><size><width>64</width><height>64</height></size>{objs}</annotation>")
+    _dots_and_blobs(tmp_path/'v')
     r = _run('train', tmp_path/'v', '--size', 64, '--bs', 2, '--epochs', 1, '--max-steps', 1, '--workers', 0, '--out', tmp_path/'o', *SCRATCH, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
@@ -319,6 +323,34 @@ def test_train_prints_the_prior_fit(tmp_path):
     assert lines[i - 1].startswith('data check: 8 images') and lines[i + 1].startswith(  # 7 training images, 3 boxes each
         'warning: 0% of the small boxes (67% of all, median 3 px a side) have a default box at IoU >= 0.5; the smallest default boxes are 13 px. '
         "SSD's default boxes grow with the input, so a larger --size does not help"), r.stdout[:2000]
+
+def test_fit_boxes_fits_stores_and_fine_tunes_with_them(tmp_path):
+    """Issue 28.2: `--fit-boxes` prints the fit before and after, the model file keeps the fitted default boxes (its
+    predictions use them), and a run fine-tuned from that file (`--weights`) is built with them again."""
+    import torch
+    from fastdet.boxes import bbox_to_pixels
+    from fastdet.models.ssd import fm_sizes
+    from fastdet.modelfile import load_detector
+    from fastdet.families import SSD_FAMILY
+    _dots_and_blobs(tmp_path/'v', boxes=(('dot', 10, 22), ('dot', 36, 46), ('blob', 8, 56)))  # 12 and 10 px: the default boxes' smallest is 13
+    args = ('--size', 64, '--bs', 2, '--epochs', 1, '--max-steps', 1, '--workers', 0, *SCRATCH)
+    r = _run('train', tmp_path/'v', '--fit-boxes', '--out', tmp_path/'o', *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    i = next(k for k, l in enumerate(lines) if l.startswith('prior fit: the default boxes of'))
+    before, after = lines[i], lines[i + 1]
+    share = lambda l: int(l.split(' fit ')[1].split('%')[0])
+    assert after.startswith('prior fit: the fitted default boxes of ssdlite_mobilenetv2 at 64x64 fit ') and '(scales [' in after, after
+    assert share(after) > share(before), (before, after)
+    opts = load_detector(tmp_path/'o'/'model.pth').recipe['model_kwargs']
+    assert set(opts) == {'scales', 'aspect_ratios'} and f"(scales {opts['scales']}; aspect_ratios {opts['aspect_ratios']})" in after
+    learn = load_detector(tmp_path/'o'/'model.pth')
+    assert torch.equal(bbox_to_pixels(learn.model.default_boxes(fm_sizes(learn.model, 64), (64, 64)), (64, 64)),
+                       SSD_FAMILY.default_boxes('ssdlite_mobilenetv2', (64, 64), **opts))
+    assert json.loads((tmp_path/'o'/'args.json').read_text())['fit_boxes'] is True  # --resume fits the same way (seeded)
+    r = _run('train', tmp_path/'v', '--weights', tmp_path/'o'/'model.pth', '--out', tmp_path/'f', *args[:-len(SCRATCH)], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_detector(tmp_path/'f'/'model.pth').recipe['model_kwargs'] == opts
 
 def test_eval_in_two_processes_prints_the_same_stats(trained, tmp_path):
     "17.3/17.4: `fastdet eval --procs 2` on 15 images (one padding sample) prints the one-process table exactly, VOC mAP included."

@@ -110,3 +110,27 @@ def test_ssd_boxes_not_smaller_than_its_default_boxes_fit_better_larger():
     assert t128.share['all', 'all'] > t64.share['all', 'all'] + .3
     assert prior_fit_summary(t64).endswith('fit 37% of the 433 training boxes (IoU >= 0.5); small 37%, medium 40%')
     assert prior_fit_warning(t64).endswith('a larger --size makes the grid finer'), prior_fit_warning(t64)
+
+
+def test_fitted_boxes_are_the_models_and_its_files(tmp_path):
+    """Issue 28.2, both families: `make_learner(..., fit_boxes=True)` puts the fitted options into the model (SSD's forward
+    returns the fitted default boxes; effdet's loss labels with the fitted anchors), and the model file rebuilds them."""
+    from fastdet.data.core import DetDataLoaders
+    from fastdet.learner import ssd_learner, efficientdet_learner
+    from fastdet.modelfile import save_detector, load_detector
+    from fastdet.models.ssd import fm_sizes
+    dls = DetDataLoaders.from_shapes(n=32, size=128, bs=8, num_workers=0)
+    def anchors(learn):  # what the model (SSD) or its loss (EfficientDet) matches boxes to, pixels of the input
+        if learn.family is SSD_FAMILY: return bbox_to_pixels(learn.model.default_boxes(fm_sizes(learn.model, 128), (128, 128)), (128, 128))
+        return convert_boxes(learn.loss_func.anchors, 'yxyx', 'xyxy')
+    for make, arch in ((ssd_learner, 'ssdlite_mobilenetv2'), (efficientdet_learner, 'tf_efficientdet_d0')):
+        learn = make(dls, arch, weights=None, fit_boxes=True)
+        opts = {k: v for k, v in learn.recipe['model_kwargs'].items()}
+        family = family_of(arch)
+        assert set(opts) == set(family.box_options(arch)) and opts != family.box_options(arch)
+        assert torch.allclose(anchors(learn), family.default_boxes(arch, (128, 128), **opts))
+        recs = list(dls.train.items)
+        assert prior_fit(recs, arch, 128, **opts).share['all', 'all'] >= prior_fit(recs, arch, 128).share['all', 'all']
+        save_detector(learn, tmp_path/f'{arch}.pth')
+        again = load_detector(tmp_path/f'{arch}.pth')
+        assert again.recipe['model_kwargs'] == opts and torch.equal(anchors(again), anchors(learn))

@@ -14,7 +14,7 @@ from fastai.vision.core import TensorBBox
 from ..boxes import convert_boxes, is_padding
 
 # %% auto #0
-__all__ = ['linear_scales', 'n_boxes_per_cell', 'default_boxes', 'SSDBoxCoder', 'match_anchors']
+__all__ = ['linear_scales', 'kmeans_1d', 'n_boxes_per_cell', 'default_boxes', 'SSDBoxCoder', 'match_anchors']
 
 # %% ../../nbs/10_anchors.ssd.ipynb #c006
 def linear_scales(
@@ -27,6 +27,20 @@ def linear_scales(
     sc = [s_min + (s_max - s_min) * k / max(n_maps - 1, 1) for k in range(n_maps)]
     if s_extra is None: s_extra = min(1., s_max + (s_max - s_min) / max(n_maps - 1, 1))
     return sc + [s_extra]
+
+def kmeans_1d(
+    x:Tensor, # `[N]` values (e.g. log box sizes)
+    k:int, # Clusters
+    iters:int=30, # Lloyd's iterations
+)->Tensor:
+    "The `k` centres of 1-D k-means (Lloyd's, from evenly spaced quantiles, so no randomness), ascending; a start for fitted default boxes."
+    x = x.flatten().float()
+    if not len(x): raise ValueError("k-means of no values")
+    c = x.quantile(torch.linspace(0, 1, k + 2)[1:-1])
+    for _ in range(iters):
+        near = (x[:, None] - c[None]).abs().argmin(1)
+        c = torch.stack([x[near == j].mean() if (near == j).any() else c[j] for j in range(k)])
+    return c.sort().values
 
 def n_boxes_per_cell(aspect_ratios:list)->list:
     "Number of default boxes per cell of each feature map: two squares plus two per aspect ratio."

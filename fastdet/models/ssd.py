@@ -22,8 +22,8 @@ from ..anchors.ssd import default_boxes, linear_scales, n_boxes_per_cell
 
 # %% auto #0
 __all__ = ['ssd_configs', 'L2Norm', 'VGG16Backbone', 'VGG16Neck', 'ResNetBackbone', 'MobileNetV2Backbone', 'TimmBackbone',
-           'StagedFeatures', 'mobilenetv3_ssdlite', 'NoNeck', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd',
-           'ssd_coco_archs', 'ssd_checkpoint', 'load_ssd_weights', 'ssd_split']
+           'StagedFeatures', 'mobilenetv3_ssdlite', 'NoNeck', 'make_extras', 'SSD', 'fm_sizes', 'create_ssd_config',
+           'create_ssd', 'ssd_coco_archs', 'ssd_checkpoint', 'load_ssd_weights', 'ssd_split']
 
 # %% ../../nbs/12_models.ssd.ipynb #c005
 class L2Norm(nn.Module):
@@ -299,6 +299,16 @@ def _channels(backbone, neck, extras)->list:
 
 _ONLY_FOR = dict(width_mult=('mobilenetv2',), out_indices=('timm',), extra_channels=('bn', 'lite'))  # else they would be dropped
 
+def create_ssd_config(
+    name:str, # A key of `ssd_configs`, or a timm model name (optionally prefixed 'timm/')
+)->dict:
+    "The configuration `create_ssd` builds for `name` (a copy): the entry of `ssd_configs`, or the layout for a timm backbone."
+    if name in ssd_configs: return dict(ssd_configs[name])
+    import timm
+    tname = name[5:] if name.startswith('timm/') else name
+    if not timm.is_model(tname): raise ValueError(f"{name!r} is neither in ssd_configs {list(ssd_configs)} nor a timm model")
+    return _timm_config(tname)
+
 def create_ssd(
     name:str, # A key of `ssd_configs`, or a timm model name (optionally prefixed 'timm/')
     num_classes:int, # Object classes, without background
@@ -307,12 +317,7 @@ def create_ssd(
     **kwargs # Override entries of the configuration (`scales`, `aspect_ratios`, `n_maps`, `width_mult`, ...)
 )->SSD:
     "Build the SSD configuration `name` for `num_classes` object classes."
-    if name in ssd_configs: cfg = dict(ssd_configs[name])
-    else:
-        import timm
-        tname = name[5:] if name.startswith('timm/') else name
-        if not timm.is_model(tname): raise ValueError(f"{name!r} is neither in ssd_configs {list(ssd_configs)} nor a timm model")
-        cfg = _timm_config(tname)
+    cfg = create_ssd_config(name)
     unknown = set(kwargs) - {'scales', 'aspect_ratios', 'n_maps', 'width_mult', 'extra_channels', 'out_indices', 'clip', 'head', 'steps'}
     if unknown: raise TypeError(f"create_ssd got unknown arguments {sorted(unknown)}")
     for k, kinds in _ONLY_FOR.items():
