@@ -43,15 +43,15 @@ from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import RUNTIMES, predict_files, load_onnx, image_files
 from .prediction import images_dl
-from .export import need
+from .export import need, quantize_onnx
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'data_summary', 'validate_every_epoch', 'SaveProgress',
-           'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh',
-           'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data',
-           'print_comparison', 'export', 'evaluate_model', 'compare_models', 'review', 'shapes_detector_file',
-           'shapes_detector', 'efficientdet_shapes_detector']
+__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'train_split', 'data_summary', 'validate_every_epoch',
+           'SaveProgress', 'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options',
+           'sampling_thresh', 'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model',
+           'predict', 'run_data', 'print_comparison', 'export', 'evaluate_model', 'compare_models', 'review',
+           'shapes_detector_file', 'shapes_detector', 'efficientdet_shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -148,21 +148,7 @@ def train_dls(
     if data is None:
         if valid is not None: raise CLIError("--valid needs DATA: the built-in dataset has its own validation set")
         return DetDataLoaders.from_shapes(n=n, size=size, bs=bs, seed=seed, **kwargs), dict(src='the built-in shapes dataset', fmt=None)
-    recs, fmt = _read(data, fmt, images)
-    info = dict(src=str(data), fmt=fmt, split="its own split" if getattr(recs, 'valid_idx', None) is not None else f"a random 20% (seed {seed})")
-    if valid is not None:
-        recs, vfmt = _with_valid(recs, data, valid, None, valid_images)
-        info['split'] = f"{valid} ({vfmt})"
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='fastdet: ')  # check_records' warning: the summary says it all
-        recs, report = check_records(recs)  # (an image listed twice in one split becomes one image with all its boxes)
-    vidx = recs.valid_idx
-    if vidx is None:  # fastai's random split, as `from_records` makes it
-        vidx = list(RandomSplitter(.2, seed=seed)(list(recs))[1]) if int(.2 * len(recs)) else []
-        if not vidx: info['split'] = f"none: {len(recs)} images are too few to hold any back (a 20% validation set needs 5)"
-    vset = set(vidx)
-    train, vrecs = [r for i, r in enumerate(recs) if i not in vset], [recs[i] for i in vidx]
-    info['overlap'] = len({_same_file(r.file) for r in vrecs} & {_same_file(r.file) for r in train})
+    train, vrecs, recs, report, info = train_split(data, fmt, seed, images, valid, valid_images)
     if not any(r.labels for r in train):
         raise CLIError(f"{data}: not one box in the {len(train)} training images: nothing to learn (are the annotations where the reader looked?)")
     if fill_batch and 0 < len(train) < bs:  # a few images: each epoch shows them several times (augmented anew), so a batch fills
@@ -172,6 +158,33 @@ def train_dls(
                                       check=False, size=size, bs=bs, seed=seed, **kwargs)
     dls.report = report
     return dls, info
+
+def train_split(
+    data, # The training data (any supported format)
+    fmt:str=None, # Its format, recognised from `data` when `None`
+    seed:int=0, # Seed of the random split
+    images=None, # Image folder of `data`, when its reader can't find the images
+    valid=None, # A second dataset as the validation set (instead of `data`'s own split or a random 20%)
+    valid_images=None, # Image folder of `valid`
+    check_images:bool=True, # Decode every image once (`check_records`); the split is the same either way
+)->tuple:
+    "`(train, valid, records, report, info)`: the records of `data` checked and split as `fastdet train` splits them (its own split, `valid`, or a random 20%)."
+    recs, fmt = _read(data, fmt, images)
+    info = dict(src=str(data), fmt=fmt, split="its own split" if getattr(recs, 'valid_idx', None) is not None else f"a random 20% (seed {seed})")
+    if valid is not None:
+        recs, vfmt = _with_valid(recs, data, valid, None, valid_images)
+        info['split'] = f"{valid} ({vfmt})"
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='fastdet: ')  # check_records' warning: the summary says it all
+        recs, report = check_records(recs, check_images=check_images)  # (an image listed twice in one split becomes one image with all its boxes)
+    vidx = recs.valid_idx
+    if vidx is None:  # fastai's random split, as `from_records` makes it
+        vidx = list(RandomSplitter(.2, seed=seed)(list(recs))[1]) if int(.2 * len(recs)) else []
+        if not vidx: info['split'] = f"none: {len(recs)} images are too few to hold any back (a 20% validation set needs 5)"
+    vset = set(vidx)
+    train, vrecs = [r for i, r in enumerate(recs) if i not in vset], [recs[i] for i in vidx]
+    info['overlap'] = len({_same_file(r.file) for r in vrecs} & {_same_file(r.file) for r in train})
+    return train, vrecs, recs, report, info
 
 def data_summary(dls, info:dict, verbose:bool=False)->str:
     "The block `fastdet train` prints before training: the data read, the split, and what the check repaired."
@@ -624,6 +637,12 @@ def run_data(
     size = a.size or default_size(a.arch)
     return train_dls(a.data, a.fmt, size, a.bs, a.n or SHAPES_RECIPE['n'], a.seed, a.images, a.valid, a.valid_images, workers)[0]
 
+def _run_training_records(model)->list:
+    "The training records of the run that wrote `model` (its `args.json`), read and split as it did, without decoding the images again."
+    a = SimpleNamespace(**json.loads((Path(model).parent/'args.json').read_text()))
+    if a.data is None: return list(run_data(model).train_ds.items)  # the built-in shapes: rendered once, cached
+    return train_split(a.data, a.fmt, a.seed, a.images, a.valid, a.valid_images, check_images=False)[0]
+
 def _onnx_results(fn, recs:list)->DetResults:
     "Ground truth and the detections of the ONNX detector `fn` (every score) on `recs`."
     det = load_onnx(fn)
@@ -673,28 +692,31 @@ def export(
     if fn.suffix.lower() != '.onnx': raise CLIError(f"--out {out}: an ONNX file's name ends in .onnx")
     if int8: need('onnxruntime.quantization', 'onnx', '--int8')
     learn = load_model(model, 'cpu', unsafe_pickle)
+    h, w = learn.input_spec.hw
+    wrote = lambda what: print(
+        f"wrote {fn}{what}: input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
+        f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`" +
+        (f" ({learn.score_thresh}, in the metadata 'fastdet')" if getattr(learn, 'score_thresh', None) is not None else ''))
     if not int8:
         with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset)
-    else:
-        dls = run_data(model, data)
-        if list(dls.vocab) != list(learn.dls.vocab): raise CLIError(f"--data {data}: its classes {list(dls.vocab)[1:]} differ from the model's {list(learn.dls.vocab)[1:]}")
-        train, valid = list(dls.train_ds.items), list(dls.valid_ds.items)
-        items = random.Random(0).sample(train, min(calib, len(train)))
-        with atomic_path(fn) as tmp: learn.export_onnx(tmp, opset, int8=items)
-    h, w = learn.input_spec.hw
-    print(f"wrote {fn}{' (INT8: convolutions quantized by onnxruntime, calibrated on ' + str(len(items)) + ' training images)' if int8 else ''}: "
-          f"input images [B, 3, {h}, {w}] RGB in [0, 1]; outputs boxes [B, K, 4] (xyxy pixels of the input), scores, labels "
-          f"(0: none; class names in the file's metadata 'vocab'). Run it with onnxruntime, or `fastdet predict {fn} IMAGES`" +
-          (f" ({learn.score_thresh}, in the metadata 'fastdet')" if getattr(learn, 'score_thresh', None) is not None else ''))
-    if int8 and valid:
-        with tempfile.TemporaryDirectory() as d:
-            f32 = learn.export_onnx(Path(d)/'float.onnx', opset)
-            stats, _ = compare(_onnx_results(f32, valid), _onnx_results(fn, valid))
-            x = to_cpu(next(iter(images_dl(load_onnx(fn).dls, valid[:16], 16, 0)))[0]).numpy()  # a batch of the model's input
-            ms = [_ms_per_image(f, x) for f in (f32, fn)]
-        print_comparison(stats, 'float', f'INT8 ({fn.name})', f"{len(valid)} validation images")
-        print(f"onnxruntime on this machine ({os.cpu_count()} CPUs), batches of {len(x)}: float {ms[0]:.1f} ms/image, INT8 {ms[1]:.1f} ms/image ({ms[0] / ms[1]:.2f}x)")
-    elif int8: print("no validation images: the INT8 model's accuracy was not measured")
+        wrote('')
+        return fn
+    dls = run_data(model, data)
+    if list(dls.vocab) != list(learn.dls.vocab): raise CLIError(f"--data {data}: its classes {list(dls.vocab)[1:]} differ from the model's {list(learn.dls.vocab)[1:]}")
+    train, valid = list(dls.train_ds.items), list(dls.valid_ds.items)
+    items = random.Random(0).sample(train, min(calib, len(train)))
+    with tempfile.TemporaryDirectory() as d:  # the float file, traced once: quantized, then compared with
+        f32 = learn.export_onnx(Path(d)/'float.onnx', opset)
+        with atomic_path(fn) as tmp: quantize_onnx(f32, tmp, learn.calibration_batches(items))
+        wrote(f" (INT8: convolutions quantized by onnxruntime, calibrated on {len(items)} training images)")
+        if not valid:
+            print("no validation images: the INT8 model's accuracy was not measured")
+            return fn
+        stats, _ = compare(_onnx_results(f32, valid), _onnx_results(fn, valid))
+        x = to_cpu(next(iter(images_dl(load_onnx(fn).dls, valid[:16], 16, 0)))[0]).numpy()  # a batch of the model's input
+        ms = [_ms_per_image(f, x) for f in (f32, fn)]
+    print_comparison(stats, 'float', f'INT8 ({fn.name})', f"{len(valid)} validation images")
+    print(f"onnxruntime on this machine ({os.cpu_count()} CPUs), batches of {len(x)}: float {ms[0]:.1f} ms/image, INT8 {ms[1]:.1f} ms/image ({ms[0] / ms[1]:.2f}x)")
     return fn
 
 def _load_for_eval(model, device, unsafe_pickle:bool, cmd:str):
@@ -811,7 +833,7 @@ def review(
     learn = _load_for_eval(model, device, unsafe_pickle, 'review')
     recs, dl = _labelled_dl(learn, data, fmt, images, bs, workers)
     if (Path(model).parent/'args.json').is_file():  # a run folder: the model's own training images say nothing about their labels
-        seen = {_same_file(r.file) for r in run_data(model).train_ds.items}
+        seen = {_same_file(r.file) for r in _run_training_records(model)}
         n_seen = sum(_same_file(r.file) in seen for r in recs)
         if n_seen: print(f"warning: {n_seen} of the {len(recs)} images were {model}'s training images: it learned their labels, errors "
                          f"included, so cleanlab can't find those; review with a model trained without them", file=sys.stderr)

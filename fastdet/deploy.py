@@ -18,7 +18,7 @@ from .data.readers import files_under
 from .data.core import InputSpec
 from .prediction import images_dl, draw_boxes
 from .export import need
-from .slicing import predict_sliced
+from .slicing import predict_sliced, sahi_model
 from .learner import DetLearner
 from .thresholds import ScoreThreshold, threshold_to_use, model_threshold, keep_from
 from .files import atomic_path
@@ -104,8 +104,9 @@ def predict_files(
                 plt.close(ax.figure)
         if slice is None: model.predict_batch([fn for fn, _ in files], bs=bs, num_workers=num_workers, skip=True, on_image=_write, score_thresh=score_thresh)
         else:
+            tiles = sahi_model(model, score_thresh, bs)  # once for all the images
             for i, (fn, _) in enumerate(progress_bar(files, leave=False)):
-                try: dets = predict_sliced(model, fn, slice, overlap, score_thresh, bs=bs)
+                try: dets = predict_sliced(tiles, fn, slice, overlap, bs=bs)
                 except ImageError: continue  # said below, as the batched path says it
                 _write(i, dets)
         for j in range(done[0], len(files)):

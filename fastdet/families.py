@@ -224,10 +224,10 @@ class SSDFamily(DetFamily):
         return dict(scales=sorted(opts['scales']), aspect_ratios=[[max(a, 1 / a) for a in ar] for ar in opts['aspect_ratios']])
     def match_iou(self, arch, **settings): return self.loss(None, arch, **settings).match_thresh
     def fit_advice(self, arch, smaller):
-        if not smaller: return "SSD's default boxes are shares of the input but their grid's steps are pixels: a larger --size makes the grid finer"
+        if not smaller: return "SSD's default boxes are shares of the input but their grid's steps are pixels: a larger --size makes the grid finer (--fit-boxes fits their sizes and shapes)"
         small = min(ssd_configs, key=lambda a: ssd_configs[a]['scales'][0])  # the layout whose default boxes start smallest
         other = f"--arch {small} (from {ssd_configs[small]['scales'][0]:.0%} of the side) or " if arch != small else ''
-        return f"SSD's default boxes grow with the input, so a larger --size does not help; smaller ones do: {other}smaller `scales` in `model_kwargs`"
+        return f"SSD's default boxes grow with the input, so a larger --size does not help; smaller ones do: --fit-boxes fits them to these boxes, or {other}smaller `scales` in `model_kwargs`"
 
 # %% ../nbs/19_families.ipynb #f011
 _EFFDET_BOX_OPTIONS = ('anchor_scale', 'aspect_ratios')
@@ -269,7 +269,7 @@ class EfficientDetFamily(DetFamily):
         shapes = kmeans_1d((wh[:, 0] / wh[:, 1]).log(), len(c.aspect_ratios)).exp().sqrt().tolist()  # x, y stretches: w/h = x/y
         return dict(anchor_scale=float((sides.log() - levels * math.log(2)).mean().exp()), aspect_ratios=[[a, 1 / a] for a in shapes])
     def fit_advice(self, arch, smaller):
-        return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + (" (or a smaller `anchor_scale` in `config`)" if smaller else '')
+        return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + (" (or --fit-boxes, which fits `anchor_scale` and the aspect ratios to these boxes)" if smaller else ' (or --fit-boxes)')
     def check_export(self, lf):
         if lf.config.soft_nms: raise ValueError("soft-NMS has no ONNX operator: export a model whose config has soft_nms=False")
 

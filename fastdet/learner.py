@@ -137,10 +137,17 @@ class DetLearner(Learner):
         if int8 is False: return write(fname)
         items = list(self.dls.train_ds.items) if int8 is True else list(int8)
         if int8 is True: items = random.Random(0).sample(items, min(n_calib, len(items)))
-        spec = self.input_spec
-        dl = images_dl(InputSpec(spec.hw, spec.method, spec.pad_mode).dls(self.dls.vocab), items, bs=16, num_workers=0)  # [0, 1]: the normalisation is in the graph
         with tempfile.TemporaryDirectory() as d:
-            return quantize_onnx(write(Path(d)/'float.onnx'), fname, (to_cpu(x).numpy() for x, _, _ in dl))
+            return quantize_onnx(write(Path(d)/'float.onnx'), fname, self.calibration_batches(items))
+
+    def calibration_batches(self,
+        items:list, # Images (files, `DetRecord`s, ...)
+        bs:int=16, # Images per batch
+    ):
+        "The batches `quantize_onnx` calibrates an export of this learner on: `[B, 3, H, W]` float arrays in [0, 1] at its input size (the normalisation is in the graph)."
+        spec = self.input_spec
+        dl = images_dl(InputSpec(spec.hw, spec.method, spec.pad_mode).dls(self.dls.vocab), items, bs=bs, num_workers=0)
+        return (to_cpu(x).numpy() for x, _, _ in dl)
 
     def choose_threshold(self,
         dl=None, # Labelled data (default: the validation set)

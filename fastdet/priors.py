@@ -179,23 +179,33 @@ def _refill(o, it):
     if isinstance(o, (list, tuple)): return [_refill(v, it) for v in o]
     return float(next(it))
 
-def _near_pairs(boxes:Tensor, anchors:Tensor, reach:float=2.5, chunk:int=256)->Tensor:
-    "`[2, P]` (box, default box) index pairs whose centres are near enough for IoU >= 0.5 (then |dx| <= 2 w and |dy| <= 2 h of the box; `reach` leaves room for clipped boxes); the centres don't move when sizes change."
-    ctr, out = (anchors[:, :2] + anchors[:, 2:]) / 2, []
+def _fit_objective(
+    boxes:Tensor, # `[N, 4]` training boxes, pixels of the model input
+    anchors:Tensor, # `[A, 4]` default boxes of the start (their centres stay while their sizes change)
+    iou:float, # Matching IoU
+    reach:float=2.05, # How far from a box (in its widths and heights) a default box's centre can be and still count
+    chunk:int=256,
+):
+    """The fit's objective, as a function of the default boxes: the share of `boxes` whose best default box reaches `iou`,
+    plus a tenth of their mean best IoU (ties broken by how near the others come). Each box is compared only with the
+    default boxes whose centres are near enough for IoU >= 0.5 (|dx| <= 2w and |dy| <= 2h: an IoU of 0.5 needs an
+    overlap of half the box's width and a default box at most twice its area, so at most four times its width); those
+    pairs are found once, as the default boxes' centres don't move when their sizes change."""
+    ctr, pairs = (anchors[:, :2] + anchors[:, 2:]) / 2, []
     for i0 in range(0, len(boxes), chunk):
         b = boxes[i0:i0 + chunk]
         near = ((ctr[None] - ((b[:, :2] + b[:, 2:]) / 2)[:, None]).abs() <= reach * (b[:, 2:] - b[:, :2])[:, None]).all(-1)
         i, j = near.nonzero(as_tuple=True)
-        out.append(torch.stack([i + i0, j]))
-    return torch.cat(out, 1)
-
-def _matched(boxes:Tensor, anchors:Tensor, pairs:Tensor, iou:float)->float:
-    "The fit's objective: the share of `boxes` whose best default box (among `pairs`) reaches `iou`, plus a tenth of their mean best IoU (ties broken by how near the others come)."
-    i, j = pairs
-    b, a = boxes[i], anchors[j]
-    inter = (torch.minimum(b[:, 2:], a[:, 2:]) - torch.maximum(b[:, :2], a[:, :2])).clamp(min=0).prod(1)
-    best = boxes.new_zeros(len(boxes)).scatter_reduce(0, i, inter / ((b[:, 2:] - b[:, :2]).prod(1) + (a[:, 2:] - a[:, :2]).prod(1) - inter), 'amax')
-    return float((best >= iou).float().mean() + .1 * best.mean())
+        pairs.append(torch.stack([i + i0, j]))
+    i, j = torch.cat(pairs, 1)
+    x1, y1, x2, y2 = boxes[i].T.contiguous()
+    area = (x2 - x1) * (y2 - y1)
+    def objective(anchors:Tensor)->float:
+        ax1, ay1, ax2, ay2 = anchors.T.contiguous()[:, j]
+        inter = (torch.minimum(x2, ax2) - torch.maximum(x1, ax1)).clamp_(min=0) * (torch.minimum(y2, ay2) - torch.maximum(y1, ay1)).clamp_(min=0)
+        best = boxes.new_zeros(len(boxes)).scatter_reduce(0, i, inter / (area + (ax2 - ax1) * (ay2 - ay1) - inter), 'amax')
+        return float((best >= iou).float().mean() + .1 * best.mean())
+    return objective
 
 def fit_default_boxes(
     records:list, # `DetRecord`s of the training images
@@ -221,8 +231,8 @@ def fit_default_boxes(
     g = torch.Generator().manual_seed(seed)
     if len(boxes) > max_boxes: boxes = boxes[torch.randperm(len(boxes), generator=g)[:max_boxes]]
     starts = [family.box_options(arch, **kwargs), family.start_box_options(arch, boxes[:, 2:] - boxes[:, :2], hw, **kwargs)]
-    pairs = _near_pairs(boxes, family.default_boxes(arch, hw, **kwargs))
-    score = lambda o: _matched(boxes, family.default_boxes(arch, hw, **{**kwargs, **o}), pairs, iou)
+    objective = _fit_objective(boxes, family.default_boxes(arch, hw, **kwargs), iou)
+    score = lambda o: objective(family.default_boxes(arch, hw, **{**kwargs, **o}))
     f, best = max(((score(o), o) for o in starts), key=lambda t: t[0])
     rng = np.random.default_rng(seed)
     x = np.array(_leaves(best))

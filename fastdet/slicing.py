@@ -67,11 +67,11 @@ def _image_array(item)->np.ndarray:
     return np.ascontiguousarray(item, dtype=np.uint8)
 
 def predict_sliced(
-    detector, # A `DetLearner` or an `ONNXDetector`
+    detector, # A `DetLearner` or an `ONNXDetector`, or either as a SAHI model already (`sahi_model`: built once for many images)
     item, # Image file, `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]`
     slice:int=512, # Tile side, in pixels of the image
     overlap:float=.2, # Share of a tile's side that it shares with the next tile
-    score_thresh:float=None, # Detections kept from this score on (default: the model's own, else all it decodes)
+    score_thresh:float=None, # Detections kept from this score on (default: the model's own, else all it decodes; a SAHI model's: its own)
     merge:str='greedynmm', # How detections found twice become one: 'greedynmm' (SAHI's default), 'nmm' or 'nms'
     whole:bool=True, # Also predict on the whole image (objects larger than a tile)
     bs:int=16, # Tiles predicted together
@@ -81,7 +81,9 @@ def predict_sliced(
     if not 0 <= overlap < 1: raise ValueError(f"overlap must be at least 0 and below 1, got {overlap!r}")
     if merge not in MERGES: raise ValueError(f"merge {merge!r}: expected {', '.join(MERGES)}")
     from sahi.predict import get_sliced_prediction
-    model = sahi_model(detector, score_thresh, bs)
+    need('sahi', 'sahi', 'sliced prediction')
+    from sahi.models.base import DetectionModel
+    model = detector if isinstance(detector, DetectionModel) else sahi_model(detector, score_thresh, bs)
     res = get_sliced_prediction(_image_array(item), model, int(slice), int(slice), overlap, overlap, perform_standard_pred=whole,
                                 postprocess_type=merge.upper(), postprocess_match_metric='IOU' if merge == 'nms' else 'IOS',
                                 postprocess_match_threshold=.5, verbose=0, batch_size=bs, force_postprocess_type=True)

@@ -96,7 +96,7 @@ def test_the_warning_names_each_familys_fix(datasets):
     assert d0[1024].share['all', 'all'] > d0[512].share['all', 'all'] + .3
     w = prior_fit_warning(lite[320])
     assert w.startswith('warning: 0% of the small boxes (91% of all, median 10 px a side)') and 'the smallest default boxes are 64 px' in w, w
-    assert 'a larger --size does not help' in w and '--arch ssd512_vgg16 (from 4% of the side)' in w, w
+    assert 'a larger --size does not help' in w and '--fit-boxes fits them to these boxes, or --arch ssd512_vgg16 (from 4% of the side)' in w, w
     assert 'a larger --size helps' in prior_fit_warning(d0[512])
     assert prior_fit_summary(d0[512]) == ('prior fit: the default boxes of tf_efficientdet_d0 at 512x512 fit 40% of the 2079 training boxes '
                                           '(IoU >= 0.5); small 21%, medium 99%, large 100%')
@@ -109,7 +109,7 @@ def test_ssd_boxes_not_smaller_than_its_default_boxes_fit_better_larger():
     t64, t128 = (prior_fit(recs, 'ssdlite_mobilenetv2', s) for s in (64, 128))
     assert t128.share['all', 'all'] > t64.share['all', 'all'] + .3
     assert prior_fit_summary(t64).endswith('fit 37% of the 433 training boxes (IoU >= 0.5); small 37%, medium 40%')
-    assert prior_fit_warning(t64).endswith('a larger --size makes the grid finer'), prior_fit_warning(t64)
+    assert prior_fit_warning(t64).endswith('a larger --size makes the grid finer (--fit-boxes fits their sizes and shapes)'), prior_fit_warning(t64)
 
 
 def test_fitted_boxes_are_the_models_and_its_files(tmp_path):
