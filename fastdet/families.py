@@ -114,6 +114,7 @@ class DetFamily:
     def fit_advice(self,
         arch:str, # One of the family's architectures
         smaller:bool, # Whether the boxes missed are smaller than the smallest default boxes
+        fitted:bool=False, # The default boxes were fitted already (`--fit-boxes`): other fixes only
     )->str:
         "What makes the default boxes of `arch` fit the training boxes they miss: the fix `prior_fit_warning` names."
         return "default boxes nearer the training boxes' sizes and shapes"
@@ -223,11 +224,11 @@ class SSDFamily(DetFamily):
     def tidy_box_options(self, opts):  # scales ascending; each ratio a > 1 (its 1/a box comes with it)
         return dict(scales=sorted(opts['scales']), aspect_ratios=[[max(a, 1 / a) for a in ar] for ar in opts['aspect_ratios']])
     def match_iou(self, arch, **settings): return self.loss(None, arch, **settings).match_thresh
-    def fit_advice(self, arch, smaller):
-        if not smaller: return "SSD's default boxes are shares of the input but their grid's steps are pixels: a larger --size makes the grid finer (--fit-boxes fits their sizes and shapes)"
+    def fit_advice(self, arch, smaller, fitted=False):
+        if not smaller: return "SSD's default boxes are shares of the input but their grid's steps are pixels: a larger --size makes the grid finer" + ('' if fitted else " (--fit-boxes fits their sizes and shapes)")
         small = min(ssd_configs, key=lambda a: ssd_configs[a]['scales'][0])  # the layout whose default boxes start smallest
         other = f"--arch {small} (from {ssd_configs[small]['scales'][0]:.0%} of the side) or " if arch != small else ''
-        return f"SSD's default boxes grow with the input, so a larger --size does not help; smaller ones do: --fit-boxes fits them to these boxes, or {other}smaller `scales` in `model_kwargs`"
+        return f"SSD's default boxes grow with the input, so a larger --size does not help; smaller ones do: {'' if fitted else '--fit-boxes fits them to these boxes, or '}{other}smaller `scales` in `model_kwargs`"
 
 # %% ../nbs/19_families.ipynb #f011
 _EFFDET_BOX_OPTIONS = ('anchor_scale', 'aspect_ratios')
@@ -268,7 +269,8 @@ class EfficientDetFamily(DetFamily):
         sides = kmeans_1d(wh.prod(1).sqrt().log(), len(levels)).exp()
         shapes = kmeans_1d((wh[:, 0] / wh[:, 1]).log(), len(c.aspect_ratios)).exp().sqrt().tolist()  # x, y stretches: w/h = x/y
         return dict(anchor_scale=float((sides.log() - levels * math.log(2)).mean().exp()), aspect_ratios=[[a, 1 / a] for a in shapes])
-    def fit_advice(self, arch, smaller):
+    def fit_advice(self, arch, smaller, fitted=False):
+        if fitted: return "effdet's anchors keep their sizes in pixels, so a larger --size helps"
         return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + (" (or --fit-boxes, which fits `anchor_scale` and the aspect ratios to these boxes)" if smaller else ' (or --fit-boxes)')
     def check_export(self, lf):
         if lf.config.soft_nms: raise ValueError("soft-NMS has no ONNX operator: export a model whose config has soft_nms=False")

@@ -116,6 +116,7 @@ def prior_fit_warning(
     low:float=.9, # Warn below this share of all boxes ...
     low_bucket:float=.5, # ... or below this share of a size bucket ...
     big_bucket:float=.1, # ... that holds at least this share of the boxes
+    fitted:bool=False, # The default boxes were fitted (`fit_default_boxes`): the fix names other means
 )->str|None:
     "One line naming the fix (the family's `fit_advice`) when the default boxes fit few of the boxes; `None` when they fit enough."
     a, s = t.loc[('all', 'all')], t.loc['size']
@@ -124,7 +125,7 @@ def prior_fit_warning(
     name = (weak if len(weak) else s[s.boxes > 0]).share.idxmin()
     r, arch = s.loc[name], t.attrs['arch']
     return (f"warning: {_pct(r.share)} of the {name} boxes ({r.boxes / a.boxes:.0%} of all, median {r.side:.0f} px a side) have a default box "
-            f"at IoU >= {t.attrs['iou']:g}; the smallest default boxes are {t.attrs['smallest']:.0f} px. {family_of(arch).fit_advice(arch, r.side < t.attrs['smallest'])}")
+            f"at IoU >= {t.attrs['iou']:g}; the smallest default boxes are {t.attrs['smallest']:.0f} px. {family_of(arch).fit_advice(arch, r.side < t.attrs['smallest'], fitted)}")
 
 # %% ../nbs/22_priors.ipynb #p020
 @patch
@@ -164,7 +165,7 @@ def fitted_boxes_report(
     t = dls.prior_fit(arch, **opts)
     shown = '; '.join(f"{k} {v}" for k, v in opts.items() if k in family_of(arch).box_options(arch))
     return '\n'.join(filter(None, [prior_fit_summary(t).replace('prior fit: the default boxes', 'prior fit: the fitted default boxes', 1) + f" ({shown})",
-                                    prior_fit_warning(t)]))
+                                    prior_fit_warning(t, fitted=True)]))
 
 # %% ../nbs/22_priors.ipynb #p030
 def _leaves(o)->list:
