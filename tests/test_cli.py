@@ -441,23 +441,24 @@ def test_export_onnx_and_predict_with_it(trained, tmp_path):
         runs[m] = sorted(json.loads((tmp_path/f'pred_{m}'/'detections.json').read_text()), key=lambda x: (x['file_name'], -x['score']))
     a, b = runs['model.pth'], runs['m.onnx']
     assert len(a) == len(b) > 0
-    # The tiny model's detections come in near-ties (100 per image within 0.03 of each other), where float noise between
-    # the two runtimes may pick another of two tied boxes in NMS or at the 100-detection cut. So: each image's scores
-    # agree one by one (written rounded to 1e-4), and a detection whose score no other detection of its image comes
-    # within 5e-4 of has the same class and box (written rounded to 0.01 px) in both.
+    # The tiny model's detections come in near-ties (100 per image within 0.03 of each other; in some runs every score
+    # is within 5e-4 of another), where float noise between the two runtimes may pick another of two tied boxes in NMS
+    # or at the 100-detection cut. So: each image's scores agree one by one (written rounded to 1e-4); a detection whose
+    # score no other detection of its image comes within 5e-4 of has the same class and box (written rounded to
+    # 0.01 px) in both; and nearly all detections, tied or not, have their twin (600 of 600 in the runs looked at).
     def per_image(d): return {f: [x for x in d if x['file_name'] == f] for f in sorted({x['file_name'] for x in d})}
     pa, pb = per_image(a), per_image(b)
     assert pa.keys() == pb.keys()
-    n_clear = 0
+    n_twins = 0
     for f in pa:
         xa, xb = pa[f], pb[f]
         assert len(xa) == len(xb) and all(abs(x['score'] - y['score']) <= 2e-4 for x, y in zip(xa, xb)), f
         for x in xa:
-            if sum(abs(x['score'] - y['score']) < 5e-4 for y in xa) > 1: continue
-            n_clear += 1
-            assert any(x['category_id'] == y['category_id'] and abs(x['score'] - y['score']) <= 2e-4
-                       and max(abs(u - v) for u, v in zip(x['bbox'], y['bbox'])) <= 0.02 for y in xb), (f, x)
-    assert n_clear >= len(pa), n_clear  # at least one unambiguous detection per image on average
+            twin = any(x['category_id'] == y['category_id'] and abs(x['score'] - y['score']) <= 2e-4
+                       and max(abs(u - v) for u, v in zip(x['bbox'], y['bbox'])) <= 0.02 for y in xb)
+            n_twins += twin
+            if sum(abs(x['score'] - y['score']) < 5e-4 for y in xa) == 1: assert twin, (f, x)  # unambiguous: the same in both
+    assert n_twins >= .9 * len(a), (n_twins, len(a))
     r = _run('eval', tmp_path/'m.onnx', 'x.json', cwd=tmp_path)
     assert r.returncode == 1 and 'not its ONNX export' in r.stderr
 
