@@ -270,8 +270,8 @@ class EfficientDetFamily(DetFamily):
         shapes = kmeans_1d((wh[:, 0] / wh[:, 1]).log(), len(c.aspect_ratios)).exp().sqrt().tolist()  # x, y stretches: w/h = x/y
         return dict(anchor_scale=float((sides.log() - levels * math.log(2)).mean().exp()), aspect_ratios=[[a, 1 / a] for a in shapes])
     def fit_advice(self, arch, smaller, fitted=False):
-        if fitted: return "effdet's anchors keep their sizes in pixels, so a larger --size helps"
-        return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + (" (or --fit-boxes, which fits `anchor_scale` and the aspect ratios to these boxes)" if smaller else ' (or --fit-boxes)')
+        more = '' if fitted else " (or --fit-boxes, which fits `anchor_scale` and the aspect ratios to these boxes)" if smaller else ' (or --fit-boxes)'
+        return "effdet's anchors keep their sizes in pixels, so a larger --size helps" + more
     def check_export(self, lf):
         if lf.config.soft_nms: raise ValueError("soft-NMS has no ONNX operator: export a model whose config has soft_nms=False")
 

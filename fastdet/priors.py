@@ -70,6 +70,12 @@ def _fit_row(best:np.ndarray, area:np.ndarray, iou:float)->dict:
     return dict(boxes=n, fit=fit, share=fit / n if n else np.nan, best_iou=np.median(best) if n else np.nan,
                 side=np.sqrt(np.median(area)) if n else np.nan)
 
+def _fit_setting(arch:str, size, iou:float)->tuple:
+    "`(family, (h, w), matching IoU)` of `arch`: the family's default size and IoU where `size` or `iou` is `None`."
+    family = family_of(arch)
+    size = family.default_size(arch) if size is None else size
+    return family, (size, size) if isinstance(size, int) else tuple(int(s) for s in size), family.match_iou(arch) if iou is None else iou
+
 def prior_fit(
     records:list, # `DetRecord`s of the training images
     arch:str, # An architecture of a registered family (`family_of`)
@@ -80,10 +86,7 @@ def prior_fit(
     **kwargs # The family's model options (`model_kwargs`: SSD's `scales`, `aspect_ratios`, ...; effdet config fields)
 )->pd.DataFrame:
     "How many boxes have a default box of `arch` at `size` within the matching IoU: of all, per COCO size bucket, per class."
-    family = family_of(arch)
-    size = family.default_size(arch) if size is None else size
-    hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-    iou = family.match_iou(arch) if iou is None else iou
+    family, hw, iou = _fit_setting(arch, size, iou)
     anchors = family.default_boxes(arch, hw, **kwargs)
     boxes, labels = input_boxes(records, hw, method)
     best = best_default_iou(boxes, anchors).numpy()
@@ -223,10 +226,7 @@ def fit_default_boxes(
     under which most training boxes have a default box at the matching IoU: the better of the architecture's own and a
     k-means start, then YOLOv5's autoanchor evolution (each generation multiplies 90% of the numbers by `1 + 0.1 r N(0,1)`,
     kept when the share matched rises). The number of boxes per cell stays, so pretrained heads still load."""
-    family = family_of(arch)
-    size = family.default_size(arch) if size is None else size
-    hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-    iou = family.match_iou(arch) if iou is None else iou
+    family, hw, iou = _fit_setting(arch, size, iou)
     boxes, _ = input_boxes(records, hw, method)
     if not len(boxes): raise ValueError("fit_default_boxes: the records have no boxes to fit default boxes to")
     g = torch.Generator().manual_seed(seed)
@@ -243,8 +243,7 @@ def fit_default_boxes(
         o = family.tidy_box_options(_refill(best, iter(x * v)))
         fo = score(o)
         if fo > f: f, best, x = fo, o, np.array(_leaves(o))
-    return {k: [[round(a, 4) for a in v] if isinstance(v, list) else round(v, 4) for v in vs] if isinstance(vs, list) else round(vs, 4)
-            for k, vs in best.items()}
+    return _refill(best, iter(np.round(_leaves(best), 4)))
 
 @patch
 def fit_default_boxes(self:DataLoaders,
