@@ -42,16 +42,18 @@ from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import RUNTIMES, predict_files, load_onnx, image_files
+from .slicing import sliced_results
 from .prediction import images_dl
 from .export import need, quantize_onnx
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'train_split', 'data_summary', 'validate_every_epoch',
-           'SaveProgress', 'StepCap', 'CtrlC', 'RunLog', 'aug_tfms', 'check_range', 'check_train_options',
-           'sampling_thresh', 'sampling_summary', 'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model',
-           'predict', 'run_data', 'print_comparison', 'export', 'evaluate_model', 'compare_models', 'review',
-           'shapes_detector_file', 'shapes_detector', 'efficientdet_shapes_detector']
+__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'train_split', 'n_valid', 'slicing_kwargs',
+           'sliced_interpretation', 'data_summary', 'validate_every_epoch', 'SaveProgress', 'StepCap', 'CtrlC',
+           'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh', 'sampling_summary',
+           'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data', 'print_comparison',
+           'export', 'evaluate_model', 'compare_models', 'review', 'shapes_detector_file', 'shapes_detector',
+           'efficientdet_shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
 def run_dir(
@@ -186,17 +188,48 @@ def train_split(
     info['overlap'] = len({_same_file(r.file) for r in vrecs} & {_same_file(r.file) for r in train})
     return train, vrecs, recs, report, info
 
+def n_valid(dls)->int:
+    "Validation images: the whole ones where the loader holds their tiles (`slice`)."
+    return len(getattr(dls, 'whole_valid', dls.valid_ds))
+
+def slicing_kwargs(
+    slice:int, overlap:float, # --slice and --overlap
+    data, # --data (`None`: the built-in dataset)
+)->dict:
+    "`DetDataLoaders.from_records`' slicing arguments for `fastdet train --slice`, checked before any work."
+    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
+    if slice is None: return {}
+    if data is None: raise CLIError("--slice needs DATA: the built-in shapes are small images, nothing to slice")
+    try: need('sahi', 'sahi', '--slice')
+    except ImportError as e: raise CLIError(str(e)) from None
+    return dict(slice=int(slice), overlap=overlap)
+
+def sliced_interpretation(
+    learn, # Trained on tiles
+    dls, # Its sliced `DataLoaders` (their `whole_valid` images and `slicing`)
+    bs:int=16, # Tiles predicted together
+)->DetInterpretation:
+    "`learn` on the whole validation images, each predicted on tiles merged with the whole image (`sliced_results`): the COCO stats, and what `save_results` draws (no losses: there is no whole-image loss)."
+    print(f"evaluating the {len(dls.whole_valid)} whole validation images through sliced prediction ...")
+    with learn.no_bar(): res = sliced_results(learn, dls.whole_valid, dls.slicing['slice'], dls.slicing['overlap'], bs)
+    return DetInterpretation(learn, dls.valid, None, res, items=list(dls.whole_valid))
+
 def data_summary(dls, info:dict, verbose:bool=False)->str:
     "The block `fastdet train` prints before training: the data read, the split, and what the check repaired."
-    n_train = len(dls.train_ds) // info.get('repeat', (0, 1))[1]
+    n_train = len(getattr(dls, 'whole_train', dls.train_ds)) // info.get('repeat', (0, 1))[1]
     lines = [f"data: {info['src']}" + (f" ({info['fmt']})" if info['fmt'] else '') +
-             f": {n_train} training / {len(dls.valid_ds)} validation images" + (f", validation: {info['split']}" if 'split' in info else '')
+             f": {n_train} training / {n_valid(dls)} validation images" + (f", validation: {info['split']}" if 'split' in info else '')
              + f"; {len(dls.vocab) - 1} classes: {', '.join(map(str, dls.vocab[1:11]))}" + (' ...' if len(dls.vocab) > 11 else '')]
     if info.get('overlap'):
-        lines.append(f"warning: {info['overlap']} of the {len(dls.valid_ds)} validation images are also training images (the same files): "
+        lines.append(f"warning: {info['overlap']} of the {n_valid(dls)} validation images are also training images (the same files): "
                      f"the validation numbers will flatter the model")
     if 'repeat' in info:
         lines.append(f"{info['repeat'][0]} training images, fewer than a batch of {dls.train.bs}: each epoch shows them {info['repeat'][1]} times (augmented anew)")
+    if getattr(dls, 'slicing', None):
+        sl = dls.slicing
+        lines.append(f"slicing: tiles of {sl['slice']} px, overlap {sl['overlap']:g}: training on {len(dls.train_ds)} items (the whole images, their tiles "
+                     f"holding a box, and up to {sl['negatives']:g} empty tile per tile with one); validation on the {len(dls.valid_ds)} tiles of the "
+                     f"validation images after each epoch, and on the whole images through sliced prediction at the end")
     report = getattr(dls, 'report', None)
     if report is not None:
         lines.append(f"data check: {report.summary(verbose)}")
@@ -458,7 +491,7 @@ def train(
     dev = pick_device(o.device)
     start_weights(a.arch, a.weights)  # checked before reading the data
     dls, info = train_dls(a.data, a.fmt, a.size, a.bs, a.n, a.seed, a.images, a.valid, a.valid_images, o.workers, dev,
-                          fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug))
+                          fill_batch=not bs_given, batch_tfms=aug_tfms(a.aug), **slicing_kwargs(a.slice, a.overlap, a.data))
     check_batches(dls)  # a --bs larger than the training set: said before a run folder is made
     fit = prior_fit_report(dls, a.arch, fitted=a.fit_boxes)  # the default boxes against the training boxes (a size the model can't take fails here too)
     model_kwargs = weights_options(a.weights)  # a fastdet model file's own (its fitted boxes), else the architecture's
@@ -526,9 +559,10 @@ def train(
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
               f"with: fastdet train --resume --out {out}", file=sys.stderr)
         raise
+    sliced = sliced_interpretation(learn, dls, a.bs) if has_valid and a.slice is not None else None  # whole validation images, through sliced prediction
     if has_valid:  # the last validation's F1-optimal score threshold, stored in the model file: `predict`'s default
-        r = learn.metrics[0]._result()
-        learn.score_thresh = threshold_of(r and r['eval'], f"F1-optimal on the {len(dls.valid_ds)} validation images of {out}")
+        ev = sliced.eval if sliced else (r := learn.metrics[0]._result()) and r['eval']
+        learn.score_thresh = threshold_of(ev, f"F1-optimal on the {n_valid(dls)} validation images of {out}" + (" predicted in tiles" if sliced else ''))
     if is_rank0():  # the model first: nothing that can fail afterwards (metrics, plots) loses it
         save_detector(learn, out/'model.pth')
         write_json(out/'progress.json', dict(phase=phase if phase == 'extend' else 'unfrozen' if fine_tune else 'train', epoch=epochs, n_epoch=epochs,
@@ -536,8 +570,10 @@ def train(
     written = ['model.pth'] + [f for f in ('best.pth', 'results.csv', 'labels.png', 'train_batch.png') if (out/f).is_file()]
     stats = {}
     if has_valid:  # the metrics share one COCOeval of the last validation: all 12 statistics are already there (-1: undefined)
-        stats = with_intervals({k: float(v) for k, v in learn.metrics[0].stats.items()}, learn.metrics[0].intervals())
-        print(f"\nCOCO evaluation of the validation set ({len(dls.valid_ds)} images; 95% intervals from {learn.metrics[0].n_boot} bootstrap resamples of the images):\n{coco_table(stats)}")
+        stats = (with_intervals({k: float(v) for k, v in sliced.stats.items()}, coco_intervals(sliced.eval.matches)[0]) if sliced else
+                 with_intervals({k: float(v) for k, v in learn.metrics[0].stats.items()}, learn.metrics[0].intervals()))
+        print(f"\nCOCO evaluation of the validation set ({n_valid(dls)} images" + (f", each predicted on tiles of {a.slice} px merged with the whole image" if sliced else '') +
+              f"; 95% intervals from {learn.metrics[0].n_boot} bootstrap resamples of the images):\n{coco_table(stats)}")
     if not is_rank0(): return learn, stats  # the other processes of a --procs run: rank 0 writes
     if o.pickle:
         learn.fastdet_version = fastdet.__version__
@@ -546,7 +582,7 @@ def train(
     if has_valid:
         write_json(out/'stats.json', stats, indent=1); written.append('stats.json')
         if o.show:  # per-class AP, PR curves, confusion matrix, errors, top losses, training curves, predictions (see `save_results`)
-            with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out)]
+            with learn.no_bar(), alone(): written += [p.name for p in save_results(learn, out, interp=sliced)]
         print(f"mAP@[.5:.95] = {_with_interval(stats, 'AP')}   (AP50 {_with_interval(stats, 'AP50')})   in {time.time() - t0:.0f} s")
         t = learn.score_thresh
         print(f"{t}: mean F1 {t.f1:.3f}; in model.pth, the default of fastdet predict" if t is not None else
@@ -554,6 +590,7 @@ def train(
     else: print(f"trained in {time.time() - t0:.0f} s (no validation images: no metric)")
     for t in trackers: t.log_files([out/f for f in written if not f.endswith(('.pth', '.pkl'))])  # the run folder's plots and tables
     print(f"results in {out}: {', '.join(written)}" + (f"; logged to {o.log}" if trackers else ''))
+    if a.slice: print(f"trained on tiles of {a.slice} px: predict the same way, fastdet predict {out/'model.pth'} IMAGES --slice {a.slice}")
     return learn, stats
 
 # %% ../nbs/38_commands.ipynb #c017

@@ -17,7 +17,7 @@ from fastcore.basics import ifnone, patch
 from fastai.callback.core import Callback
 from fastai.interpret import Interpretation
 from fastai.vision.data import get_grid
-from .data.records import open_image
+from .data.records import record_image
 from .prediction import draw_boxes
 from .metrics import COCOMetric, DetResults, coco_per_class, coco_curves, _coco_from_accum
 from .evaluation import COCOEvaluation, coco_intervals
@@ -305,7 +305,7 @@ def top_losses(self:DetInterpretation,
 def _image(self:DetInterpretation, i:int):
     "Image `i` as the boxes' pixels refer to it: the original file (records), else the model input."
     it = self.items[i] if self.items is not None else None
-    if getattr(it, 'hw', None) is not None: return open_image(it.file)
+    if getattr(it, 'hw', None) is not None: return record_image(it)
     return self.dl.do_item(i)[0]
 
 @patch

@@ -19,7 +19,7 @@ from fastai.data.transforms import Normalize
 from fastai.torch_core import to_cpu, get_model
 from fastai.vision.data import get_grid
 from .boxes import bbox_to_pixels, unpad
-from .data.records import DetRecord, DetImage
+from .data.records import DetRecord, DetImage, record_image
 from .data.core import InputSpec, check_batches
 from .families import DetFamily, family_of, SSD_FAMILY, EFFICIENTDET_FAMILY
 from .priors import fit_default_boxes  # (and `DataLoaders.fit_default_boxes`)
@@ -90,12 +90,12 @@ class DetLearner(Learner):
         score_thresh:float=None, # Detections kept from this score on (default: the learner's `score_thresh`, else all the model decodes)
         slice:int=None, # Predict on overlapping tiles this many pixels square, merged (`fastdet.slicing.predict_sliced`): small objects in large images
         overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
-        merge:str='greedynmm', # With `slice`: how detections found twice become one ('greedynmm', 'nmm' or 'nms')
+        merge:str='nms', # With `slice`: how detections found twice become one ('nms', 'greedynmm' or 'nmm')
     )->tuple:
         "`(boxes [N, 4] xyxy pixels of the image as given, class names, scores [N])`."
         if slice is not None: return predict_sliced(self, item, slice, overlap, score_thresh, merge)
         thresh = model_threshold(self, score_thresh)
-        img = DetImage.create(item.file if isinstance(item, DetRecord) else item)  # the image as given
+        img = DetImage.create(record_image(item) if isinstance(item, DetRecord) else item)  # the image as given
         dl = self.dls.test_dl([img], rm_type_tfms=rm_type_tfms, num_workers=0)
         _, _, dec = self.get_preds(dl=dl, with_decoded=True, cbs=[ChannelsLastInference()])
         boxes, labels, scores = unpad(*dec)[0]

@@ -43,6 +43,8 @@ class TrainOptions:
     validate:str=None # 'every' epoch or only the 'last' (default: every epoch when the validation set is at most half the training set)
     sampling:str=None # Training images: 'rfs' shows the images of rare classes more often (repeat-factor sampling, LVIS's rule, threshold 0.1), 'rfs:T' with a threshold T in (0, 1] (default: each image once an epoch)
     fit_boxes:bool=False # Fit the default boxes (anchors) to the training boxes: k-means of their sizes and shapes, then YOLOv5's autoanchor evolution; stored in the model file (default: the architecture's own)
+    slice:int=None # Train on tiles this many pixels square cut from the images (and the whole images), for small objects in large images; validate on whole images through sliced prediction (pip install "fastdet[sahi]"; default: whole images only)
+    overlap:float=.2 # With --slice: the share of a tile's side shared with the next (0 to 0.95)
     patience:int=None # Stop after N validated epochs without a new best beyond the noise (paired bootstrap, see fastdet.selection); needs per-epoch validation (default: train all epochs)
     log:str=option(recorded=False) # Experiment tracking: tensorboard, mlflow, wandb, or several comma-separated; into the run folder (tensorboard/, mlruns/ unless $MLFLOW_TRACKING_URI is set, wandb/)
     device:str=option(recorded=False) # cpu, cuda, cuda:1 or mps (default: the best available)

@@ -12,7 +12,7 @@ from fastai.callback.core import Callback
 from fastai.data.load import SkipItemException
 from fastai.torch_core import show_image, to_cpu
 from .boxes import unpad
-from .data.records import DetRecord, DetImage, ImageError
+from .data.records import DetRecord, DetImage, ImageError, record_image
 
 # %% auto #0
 __all__ = ['cpu_channels_last_helps', 'channels_last_batch', 'ChannelsLastInference', 'images_dl', 'StreamDetections',
@@ -48,7 +48,7 @@ class _Images:
     def __len__(self): return len(self.items)
     def __getitem__(self, i):
         it = self.items[i]
-        try: img = DetImage.create(it.file if isinstance(it, DetRecord) else it)
+        try: img = DetImage.create(record_image(it) if isinstance(it, DetRecord) else it)
         except ImageError:
             if self.skip: raise SkipItemException()  # fastai's DataLoader drops the item
             raise

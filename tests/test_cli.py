@@ -413,6 +413,49 @@ def test_predict_sliced(trained, tmp_path):
     r = _run('predict', d/'out'/'model.pth', *imgs, '--slice', 128, '--overlap', 1, cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip() == 'fastdet predict: error: --overlap 1.0: expected a number from 0 to 0.95', r.stderr
 
+def _small_objects(folder, n:int=8, side:int=256):
+    "`n` VOC images `side` px square, each with 10 px squares at (20, 20), (130, 40) and (200, 210): small objects in large images."
+    from PIL import Image, ImageDraw
+    folder.mkdir()
+    boxes = [(20, 20, 30, 30), (130, 40, 140, 50), (200, 210, 210, 220)]
+    for i in range(n):
+        im = Image.new('RGB', (side, side), (30, 30 + 10 * i, 60))
+        for b in boxes: ImageDraw.Draw(im).rectangle(b, fill=(240, 240, 240))
+        im.save(folder/f'{i}.jpg')
+        objs = ''.join(f"<object><name>dot</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>" for a, b, c, d in boxes)
+        (folder/f'{i}.xml').write_text(f"<annotation><filename>{i}.jpg</filename><size><width>{side}</width><height>{side}</height></size>{objs}</annotation>")
+    return folder
+
+def test_train_sliced(tmp_path):
+    """28.4 through the command, as a user types it: `fastdet train DATA --slice 64` trains on the images' tiles (and the
+    whole images), validates after each epoch on the validation images' tiles, and scores the whole validation images
+    through sliced prediction at the end (the printed stats, stats.json, per_class.csv count the whole images' boxes);
+    --resume keeps the slicing; bad values are one line each."""
+    import pandas as pd
+    _small_objects(tmp_path/'v')
+    args = ('--size', 64, '--bs', 4, '--max-steps', 2, '--workers', 0, *SCRATCH)
+    r = _run('train', tmp_path/'v', '--slice', 64, '--out', tmp_path/'o', *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    # 7 training images: each 256 px side cut at 0, 51, 102, 153 and 192 (64 px tiles, 12 px overlap): 25 tiles, 3 to 5 of them holding a dot
+    assert 'data: ' in out and ': 7 training / 1 validation images' in out, out[:2000]
+    line = next(l for l in out.splitlines() if l.startswith('slicing: '))
+    assert line.startswith('slicing: tiles of 64 px, overlap 0.2: training on ') and 'validation on the 25 tiles of the validation images' in line, line
+    assert 'COCO evaluation of the validation set (1 images, each predicted on tiles of 64 px merged with the whole image;' in out, out[-3000:]
+    per = pd.read_csv(tmp_path/'o'/'per_class.csv')
+    assert per.n_gt.tolist() == [3], per  # the whole validation image's 3 dots, not the tiles' copies of them
+    stats = json.loads((tmp_path/'o'/'stats.json').read_text())
+    assert f"mAP@[.5:.95] = {stats['AP']:.3f} [{stats['AP_lo']:.3f}, {stats['AP_hi']:.3f}]" in out
+    assert {k: v for k, v in json.loads((tmp_path/'o'/'args.json').read_text()).items() if k in ('slice', 'overlap')} == {'slice': 64, 'overlap': .2}
+    r = _run('train', tmp_path/'v', '--resume', '--epochs', 2, '--out', tmp_path/'o', cwd=tmp_path)  # one more epoch, sliced as before
+    assert r.returncode == 0 and 'slicing: tiles of 64 px' in r.stdout and 'each predicted on tiles of 64 px' in r.stdout, r.stderr[-3000:]
+    for bad, msg in ((('--slice', 8), '--slice 8: expected a whole number from 16 to 100000'), (('--slice', 64, '--overlap', 1), '--overlap 1.0: expected a number from 0 to 0.95')):
+        r = _run('train', tmp_path/'v', *bad, *args, cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.strip() == f'fastdet train: error: {msg}', r.stderr
+    r = _run('train', '--slice', 64, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip() == 'fastdet train: error: --slice needs DATA: the built-in shapes are small images, nothing to slice', r.stderr
+    assert not (tmp_path/'runs').exists()  # errors said before a run folder is made
+
 def test_review_ranks_the_images_labels(trained, tmp_path):
     "27.5 through the command: `fastdet review MODEL DATA` ranks every image by cleanlab's label quality (lowest first) into label_issues.csv, draws the top ones into label_issues.png, and prints them."
     import pandas as pd

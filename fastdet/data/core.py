@@ -24,7 +24,7 @@ from fastai.vision.core import PILMask, LabeledBBox, TensorBBox
 from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
 from ..boxes import detections_to_pixels
-from .records import DetImage, DetRecord, DetRecords, check_records
+from .records import DetImage, DetRecord, DetRecords, check_records, record_image
 from .readers import read_coco, read_voc, read_yolo, read_yolo_splits, read_csv, read_df, _concat
 from .shapes import SHAPE_CLASSES, make_shapes
 
@@ -49,7 +49,6 @@ def det_pad(
     if len(samples[0]) < 3: return samples  # test items carry no targets: nothing to pad
     return bb_pad([(s[0], s[1], s[2].long()) for s in samples], pad_idx=pad_idx)
 
-def _record_file(r): return r.file
 def _record_boxes(r): return r.boxes
 def _record_labels(r): return r.labels
 
@@ -65,7 +64,7 @@ def det_block(
     "A fastai `DataBlock(ImageBlock, BBoxBlock, BBoxLblBlock, n_inp=1)` over `DetRecord` items."
     item_tfms = ifnone(item_tfms, [DetResize(size)])
     db = DataBlock(blocks=(ImageBlock(DetImage), BBoxBlock, BBoxLblBlock(vocab=vocab)), n_inp=1,
-                   get_x=_record_file, get_y=[_record_boxes, _record_labels],
+                   get_x=record_image, get_y=[_record_boxes, _record_labels],
                    splitter=ifnone(splitter, RandomSplitter(0.2, seed=42)),
                    item_tfms=item_tfms, batch_tfms=listify(batch_tfms), **kwargs)
     db.dls_kwargs['before_batch'] = det_pad
@@ -105,9 +104,13 @@ class DetDataLoaders(DataLoaders):
         check:bool=True, # Run `check_records` first
         check_images:bool=True, # ... decoding every image once
         path='.', # Where the learner saves models and exports
+        slice:int=None, # Train on tiles this many pixels square cut from the images (`fastdet.slicing.slice_records`), and the whole images; validate on the validation images' tiles
+        overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
+        min_visible:float=.1, # With `slice`: a box cut by a tile's edge is kept while this share of its area is in the tile
+        negatives:float=.1, # With `slice`: training tiles without a box kept per training tile with one, at most
         **kwargs # Passed to `DataBlock.dataloaders` (e.g. `num_workers`, `device`)
     ):
-        "Detection `DataLoaders` from `DetRecord`s."
+        "Detection `DataLoaders` from `DetRecord`s; with `slice`, of tiles cut from them (`dls.whole_train` and `dls.whole_valid` keep the whole images of each split)."
         categories, src = getattr(records, 'categories', None), getattr(records, 'source', None)
         if valid_idx is None and splitter is None: valid_idx = getattr(records, 'valid_idx', None)
         if check:  # (an image listed twice in one split becomes one image: the validation indices follow)
@@ -124,9 +127,16 @@ class DetDataLoaders(DataLoaders):
             warnings.warn(f"fastdet: not one box in the {len(train_idx)} training images: training would learn nothing")
         if vocab is None: vocab = sorted({l for r in records for l in r.labels})
         if not vocab: raise ValueError("No objects in any image: nothing to learn (give `vocab` to build DataLoaders anyway)")
+        if slice is not None:  # tiles of each split; the whole validation images kept for `fastdet.slicing.sliced_results`
+            from ..slicing import slice_records
+            whole = [records[i] for i in train_idx], [records[i] for i in splitter(records)[1]]
+            train = slice_records(whole[0], slice, overlap, min_visible, negatives, whole=True, seed=seed)
+            records = train + slice_records(whole[1], slice, overlap, min_visible, negatives=None)
+            splitter = IndexSplitter(list(range(len(train), len(records))))
         db = det_block(vocab=list(vocab), size=size, item_tfms=item_tfms, batch_tfms=batch_tfms, splitter=splitter)
         dls = db.dataloaders(records, bs=bs, path=path, **kwargs)
         if check: dls.report = report
+        if slice is not None: (dls.whole_train, dls.whole_valid), dls.slicing = whole, dict(slice=slice, overlap=overlap, min_visible=min_visible, negatives=negatives)
         dls.categories = categories if categories is not None else {i + 1: c for i, c in enumerate(dls.vocab[1:])}
         return dls
 

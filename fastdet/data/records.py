@@ -20,8 +20,8 @@ from fastai.vision.core import PILImage
 from fastai.torch_core import defaults
 
 # %% auto #0
-__all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'image_hw', 'extension_lies', 'DetImage', 'CheckReport',
-           'merge_duplicates', 'check_records']
+__all__ = ['DetRecord', 'DetRecords', 'ImageError', 'open_image', 'record_image', 'image_hw', 'extension_lies', 'DetImage',
+           'CheckReport', 'merge_duplicates', 'check_records']
 
 # %% ../../nbs/01_data.records.ipynb #c005
 @dataclass
@@ -35,6 +35,7 @@ class DetRecord:
     difficult:Tensor=None # `[G]` bool, VOC `difficult` flags: evaluation only
     image_id:int=None # Id in the source annotations (COCO `image_id`), when there is one
     crowd_labels:list=None # `C` class names of the crowd regions (COCO gives each a category); `None`: any class
+    tile:tuple=None # `(x0, y0, x1, y1)`: the part of `file`, in its pixels, that this record is (`fastdet.slicing.slice_records`); `None`: all of it
 
     def __post_init__(self):
         self.file = Path(self.file)
@@ -102,6 +103,12 @@ def open_image(
                          f"(now {Image.MAX_IMAGE_PIXELS:,}) or downscale the file") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{fn}: cannot read image ({type(e).__name__}: {e})") from e
+
+def record_image(r:DetRecord)->Image.Image:
+    "The image of `r` (a `DetImage`): its file, or the tile of the file it is cut from."
+    im = DetImage.create(r.file)
+    tile = getattr(r, 'tile', None)  # (records pickled before tiles existed have none)
+    return im if tile is None else im.crop(tuple(int(v) for v in tile))
 
 def image_hw(fn)->tuple:
     "`(height, width)` of image `fn` as displayed (EXIF orientation applied), reading only its header."
