@@ -314,14 +314,9 @@ def create_ssd(
     num_classes:int, # Object classes, without background
     pretrained:bool=False, # Load ImageNet backbone weights through torchvision / timm (needs the hub)
     weights=None, # 'coco': torchvision's COCO detector weights (downloaded once by torchvision); or a checkpoint file
-    fit_to:list=None, # `DetRecord`s: `scales` and `aspect_ratios` fitted to their boxes (`fastdet.priors.fit_default_boxes`)
-    fit_size=None, # With `fit_to`: the input size the model will see, int or `(h, w)` (default: the architecture's)
     **kwargs # Override entries of the configuration (`scales`, `aspect_ratios`, `n_maps`, `width_mult`, ...)
 )->SSD:
     "Build the SSD configuration `name` for `num_classes` object classes."
-    if fit_to is not None:
-        from ..priors import fit_default_boxes  # (priors reads the families, which build models)
-        kwargs.update(fit_default_boxes(fit_to, name, fit_size, **kwargs))
     cfg = create_ssd_config(name)
     unknown = set(kwargs) - {'scales', 'aspect_ratios', 'n_maps', 'width_mult', 'extra_channels', 'out_indices', 'clip', 'head', 'steps'}
     if unknown: raise TypeError(f"create_ssd got unknown arguments {sorted(unknown)}")
