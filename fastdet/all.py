@@ -4,6 +4,7 @@ from .boxes import *
 from .data.records import *
 from .data.shapes import *
 from .data.readers import *
+from .data.tiles import *
 from .data.core import *
 from .data.augment import *
 from .data.labels import *

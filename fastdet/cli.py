@@ -66,10 +66,13 @@ def fastdet_eval(
     out:str=None, # Output folder (default: runs/eval, runs/eval2, ...); a folder holding files is refused without --exist-ok
     exist_ok:store_true=False, # Write into --out even if it holds files
     unsafe_pickle:store_true=False, # Accept a pickled model.pkl (loading it runs code the file names: only files you trust)
+    slice:int=None, # Predict each image on overlapping tiles of this many pixels, merged by SAHI, as fastdet train --slice scores its model (pip install "fastdet[sahi]")
+    overlap:float=.2, # With --slice: the share of a tile's side shared with the next (0 to 0.95)
 ):
     "The COCO statistics (and VOC mAP) of a saved model on a dataset"
     from .commands import evaluate_model
-    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok)
+    evaluate_model(model, data, format, voc, bs, images, out, device=device, workers=workers, procs=procs, unsafe_pickle=unsafe_pickle, exist_ok=exist_ok,
+                   slice=slice, overlap=overlap)
 
 # %% ../nbs/40_cli.ipynb #c006c
 def fastdet_compare(

@@ -590,7 +590,7 @@ def train(
     else: print(f"trained in {time.time() - t0:.0f} s (no validation images: no metric)")
     for t in trackers: t.log_files([out/f for f in written if not f.endswith(('.pth', '.pkl'))])  # the run folder's plots and tables
     print(f"results in {out}: {', '.join(written)}" + (f"; logged to {o.log}" if trackers else ''))
-    if a.slice: print(f"trained on tiles of {a.slice} px: predict the same way, fastdet predict {out/'model.pth'} IMAGES --slice {a.slice}")
+    if a.slice: print(f"trained on tiles of {a.slice} px: predict and evaluate on tiles too (fastdet predict {out/'model.pth'} IMAGES --slice {a.slice}; fastdet eval ... --slice {a.slice})")
     return learn, stats
 
 # %% ../nbs/38_commands.ipynb #c017
@@ -784,9 +784,16 @@ def evaluate_model(
     procs:int=1, # Processes (one per GPU): the stats computed across them, exactly as in one
     unsafe_pickle:bool=False, # Allow a pickled `.pkl` model (see `load_model`)
     exist_ok:bool=False, # Write into an `out` that already holds files
+    slice:int=None, # Predict each image on overlapping tiles this many pixels square (`sliced_results`), as `fastdet train --slice` scores its model
+    overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
 )->dict:
     "The 12 COCO stats (and VOC mAP) of a saved model on a dataset; `stats.json` and `save_results`' plots in the run folder."
     check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True); check_range('--procs', procs, 1, 256, whole=True)
+    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
+    if slice is not None:
+        if procs > 1: raise CLIError(f"--slice with --procs {procs}: sliced evaluation runs in one process")
+        try: need('sahi', 'sahi', '--slice')
+        except ImportError as e: raise CLIError(str(e)) from None
     if procs > 1:
         _no_device(procs, device)
         kw = {k: v for k, v in locals().items() if k in inspect.signature(evaluate_model).parameters and k != 'procs'}
@@ -799,7 +806,9 @@ def evaluate_model(
         if not is_rank0(): return stats
         with learn.no_bar(), alone(): interp = DetInterpretation.from_learner(learn, dl=dl)
     else:
-        with learn.no_bar(): interp = DetInterpretation.from_learner(learn, dl=dl)  # one pass: the COCO stats and what the plots need
+        with learn.no_bar():  # one pass: the COCO stats and what the plots need
+            interp = (DetInterpretation.from_learner(learn, dl=dl) if slice is None else
+                      DetInterpretation(learn, dl, None, sliced_results(learn, recs, slice, overlap, bs), items=list(recs)))
         stats = {k: float(v) for k, v in interp.stats.items()}
         iv = coco_intervals(interp.eval.matches)[0] if isinstance(interp.eval, COCOEvaluation) else {}
         if voc:  # the same pass
@@ -807,7 +816,7 @@ def evaluate_model(
                 stats[name] = _voc_from_accum(interp.data, .5, ep)[0]
                 iv[name] = voc_interval(interp.data, eleven_point=ep)
         stats = with_intervals(stats, iv)
-    print(f"COCO evaluation of {model} on {data} ({len(recs)} images):\n{coco_table(stats)}")
+    print(f"COCO evaluation of {model} on {data} ({len(recs)} images" + (f", each predicted on tiles of {slice} px merged with the whole image" if slice else '') + f"):\n{coco_table(stats)}")
     if voc: print(f"VOC mAP@0.5: 11-point (VOC2007) {_with_interval(stats, 'VOC07_mAP')}, all-point {_with_interval(stats, 'VOC_mAP')}")
     out = run_dir('eval', out, exist_ok=exist_ok)
     write_json(out/'stats.json', stats, indent=1)

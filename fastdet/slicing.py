@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import box_area, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image
 from PIL import Image
-from .data.records import DetRecord, image_hw, open_image, record_image
+from .data.records import DetRecord, open_image, record_image
+from .data.tiles import check_slice
 from .thresholds import model_threshold
 from .export import need
 from .metrics import DetResults
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['MERGES', 'sahi_model', 'predict_sliced', 'tile_windows', 'cut_record', 'slice_records', 'sliced_results']
+__all__ = ['MERGES', 'sahi_model', 'predict_sliced', 'sliced_results']
 
 # %% ../nbs/23_slicing.ipynb #l005
 MERGES = ('greedynmm', 'nmm', 'nms')  # SAHI's ways of merging the detections of overlapping tiles
@@ -69,11 +70,6 @@ def _image_array(item)->np.ndarray:
         item = (x.float() * (255 if x.is_floating_point() else 1)).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     return np.ascontiguousarray(item, dtype=np.uint8)
 
-def _check_slice(slice, overlap):
-    "A clear error for a tile side or overlap SAHI cannot cut."
-    if isinstance(slice, bool) or not isinstance(slice, (int, np.integer)) or slice < 16: raise ValueError(f"slice must be a whole number of pixels, at least 16, got {slice!r}")
-    if not 0 <= overlap < 1: raise ValueError(f"overlap must be at least 0 and below 1, got {overlap!r}")
-
 def predict_sliced(
     detector, # A `DetLearner` or an `ONNXDetector`, or either as a SAHI model already (`sahi_model`: built once for many images)
     item, # Image file, `DetRecord`, PIL image, array `[H, W, 3]` or tensor `[3, H, W]`
@@ -85,7 +81,7 @@ def predict_sliced(
     bs:int=16, # Tiles predicted together
 )->tuple:
     "`(boxes [N, 4] xyxy pixels of the image, class names, scores [N])` of `detector` on `item` cut into overlapping tiles, by decreasing score."
-    _check_slice(slice, overlap)
+    check_slice(slice, overlap)
     if merge not in MERGES: raise ValueError(f"merge {merge!r}: expected {', '.join(MERGES)}")
     from sahi.predict import get_sliced_prediction
     need('sahi', 'sahi', 'sliced prediction')
@@ -97,66 +93,6 @@ def predict_sliced(
     preds = sorted(res.object_prediction_list, key=lambda p: -p.score.value)
     boxes = torch.tensor([p.bbox.to_xyxy() for p in preds], dtype=torch.float32).reshape(-1, 4)
     return boxes, [p.category.name for p in preds], torch.tensor([p.score.value for p in preds], dtype=torch.float32)
-
-# %% ../nbs/23_slicing.ipynb #l020
-def tile_windows(
-    hw:tuple, # `(height, width)` of the image
-    slice:int=512, # Tile side, in pixels of the image
-    overlap:float=.2, # Share of a tile's side that it shares with the next tile
-)->list:
-    "The tiles `predict_sliced` cuts an image of size `hw` into (SAHI's `get_slice_bboxes`): `(x0, y0, x1, y1)` pixels each, the last row and column pushed back inside the image."
-    _check_slice(slice, overlap)
-    need('sahi', 'sahi', 'slicing')
-    from sahi.slicing import get_slice_bboxes
-    return [tuple(t) for t in get_slice_bboxes(int(hw[0]), int(hw[1]), int(slice), int(slice), False, overlap, overlap)]
-
-def _cut(boxes:Tensor, tile)->Tensor:
-    "`boxes` (float64) clipped to `tile`."
-    x0, y0, x1, y1 = tile
-    b = boxes.double()
-    return torch.stack([b[:, 0].clamp(x0, x1), b[:, 1].clamp(y0, y1), b[:, 2].clamp(x0, x1), b[:, 3].clamp(y0, y1)], 1)
-
-def cut_record(
-    r:DetRecord, # A whole image's record
-    tile:tuple, # `(x0, y0, x1, y1)` pixels of the image
-    min_visible:float=.1, # A box cut by the tile's edge is kept while this share of its area is in the tile (SAHI's `min_area_ratio`)
-)->DetRecord:
-    "The part of `r` in `tile`, a record of its own: boxes cut by the tile's edges and shifted to its pixels, those with less than `min_visible` of their area left dropped; crowd regions cut likewise (kept while any of them is left)."
-    if getattr(r, 'tile', None) is not None: raise ValueError(f"{r.file}: already a tile {r.tile}: cut tiles from whole images")
-    x0, y0, x1, y1 = tile
-    b, c = _cut(r.boxes, tile), _cut(r.crowd, tile)
-    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]) & (box_area(b) >= min_visible * box_area(r.boxes.double()))
-    ckeep = (c[:, 2] > c[:, 0]) & (c[:, 3] > c[:, 1])
-    shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float64)
-    def kept(xs, k): return None if xs is None else [x for x, y in zip(xs, k.tolist()) if y]
-    return DetRecord(r.file, (b[keep] - shift).float(), kept(r.labels, keep), hw=(y1 - y0, x1 - x0), crowd=(c[ckeep] - shift).float(),
-                     difficult=r.difficult[keep], image_id=r.image_id, crowd_labels=kept(r.crowd_labels, ckeep), tile=tuple(int(v) for v in tile))
-
-def slice_records(
-    records:list, # Records of whole images
-    slice:int=512, # Tile side, in pixels of the images
-    overlap:float=.2, # Share of a tile's side that it shares with the next tile
-    min_visible:float=.1, # A box cut by a tile's edge is kept while this share of its area is in the tile
-    negatives:float=.1, # Tiles without a box kept per tile with one, at most (drawn with `seed`); `None`: all of them
-    whole:bool=False, # Also keep each whole image (as `predict_sliced` also predicts on it, for objects larger than a tile)
-    seed:int=0, # Seed of the negative tiles' draw
-)->list:
-    "`records` cut into the tiles `predict_sliced` predicts on (`tile_windows`, `cut_record`), in the records' order: every tile holding a box, and some without (`negatives`)."
-    if negatives is not None and not negatives >= 0: raise ValueError(f"negatives must be at least 0 (tiles without a box per tile with one), or None for all, got {negatives!r}")
-    if not 0 < min_visible <= 1: raise ValueError(f"min_visible must be in (0, 1], got {min_visible!r}")
-    tiles = []  # (image, tile, record)
-    for i, r in enumerate(records):
-        hw = tuple(r.hw or image_hw(r.file))
-        if whole: tiles.append((i, -1, r))
-        for j, t in enumerate(tile_windows(hw, slice, overlap)):
-            if whole and t == (0, 0, hw[1], hw[0]): continue  # the image is one tile: it is there already
-            tiles.append((i, j, cut_record(r, t, min_visible)))
-    if negatives is not None:
-        empty = [k for k, (_, j, r) in enumerate(tiles) if j >= 0 and r.is_negative]
-        n_keep = min(len(empty), round(negatives * sum(j >= 0 and not r.is_negative for _, j, r in tiles)))
-        drop = set(empty) - set(np.random.default_rng(seed).choice(empty, n_keep, replace=False).tolist())
-        tiles = [t for k, t in enumerate(tiles) if k not in drop]
-    return [r for _, _, r in tiles]
 
 # %% ../nbs/23_slicing.ipynb #l025
 def sliced_results(

@@ -447,6 +447,10 @@ def test_train_sliced(tmp_path):
     stats = json.loads((tmp_path/'o'/'stats.json').read_text())
     assert f"mAP@[.5:.95] = {stats['AP']:.3f} [{stats['AP_lo']:.3f}, {stats['AP_hi']:.3f}]" in out
     assert {k: v for k, v in json.loads((tmp_path/'o'/'args.json').read_text()).items() if k in ('slice', 'overlap')} == {'slice': 64, 'overlap': .2}
+    assert f"fastdet eval ... --slice 64" in out.splitlines()[-1], out[-500:]
+    r = _run('eval', tmp_path/'o'/'model.pth', tmp_path/'v', '--slice', 64, '--workers', 0, '--out', tmp_path/'e', cwd=tmp_path)  # all 8 images, sliced
+    assert r.returncode == 0 and 'COCO evaluation of ' in r.stdout and '(8 images, each predicted on tiles of 64 px merged with the whole image)' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert pd.read_csv(tmp_path/'e'/'per_class.csv').n_gt.tolist() == [24]
     r = _run('train', tmp_path/'v', '--resume', '--epochs', 2, '--out', tmp_path/'o', cwd=tmp_path)  # one more epoch, sliced as before
     assert r.returncode == 0 and 'slicing: tiles of 64 px' in r.stdout and 'each predicted on tiles of 64 px' in r.stdout, r.stderr[-3000:]
     for bad, msg in ((('--slice', 8), '--slice 8: expected a whole number from 16 to 100000'), (('--slice', 64, '--overlap', 1), '--overlap 1.0: expected a number from 0 to 0.95')):

@@ -6,7 +6,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent/'fastdet'
 # bottom to top: a module may import only the modules before it
 LAYERS = ['files', 'options', 'boxes',
-          'data.records', 'data.shapes', 'data.readers', 'data.core', 'data.augment', 'data.labels', 'data.sampling',
+          'data.records', 'data.shapes', 'data.readers', 'data.tiles', 'data.core', 'data.augment', 'data.labels', 'data.sampling',
           'anchors.ssd', 'anchors.efficientdet',
           'models.ssd', 'models.efficientdet',
           'losses.ssd', 'losses.efficientdet', 'evaluation',

@@ -25,6 +25,7 @@ from fastai.vision.data import ImageBlock, BBoxBlock, BBoxLblBlock, bb_pad
 from fastai.vision.augment import Resize, ResizeMethod
 from ..boxes import detections_to_pixels
 from .records import DetImage, DetRecord, DetRecords, check_records, record_image
+from .tiles import slice_records
 from .readers import read_coco, read_voc, read_yolo, read_yolo_splits, read_csv, read_df, _concat
 from .shapes import SHAPE_CLASSES, make_shapes
 
@@ -104,7 +105,7 @@ class DetDataLoaders(DataLoaders):
         check:bool=True, # Run `check_records` first
         check_images:bool=True, # ... decoding every image once
         path='.', # Where the learner saves models and exports
-        slice:int=None, # Train on tiles this many pixels square cut from the images (`fastdet.slicing.slice_records`), and the whole images; validate on the validation images' tiles
+        slice:int=None, # Train on tiles this many pixels square cut from the images (`fastdet.data.tiles.slice_records`), and the whole images; validate on the validation images' tiles
         overlap:float=.2, # With `slice`: the share of a tile's side shared with the next
         min_visible:float=.1, # With `slice`: a box cut by a tile's edge is kept while this share of its area is in the tile
         negatives:float=.1, # With `slice`: training tiles without a box kept per training tile with one, at most
@@ -128,7 +129,6 @@ class DetDataLoaders(DataLoaders):
         if vocab is None: vocab = sorted({l for r in records for l in r.labels})
         if not vocab: raise ValueError("No objects in any image: nothing to learn (give `vocab` to build DataLoaders anyway)")
         if slice is not None:  # tiles of each split; the whole validation images kept for `fastdet.slicing.sliced_results`
-            from ..slicing import slice_records
             whole = [records[i] for i in train_idx], [records[i] for i in splitter(records)[1]]
             train = slice_records(whole[0], slice, overlap, min_visible, negatives, whole=True, seed=seed)
             records = train + slice_records(whole[1], slice, overlap, min_visible, negatives=None)
