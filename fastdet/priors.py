@@ -98,7 +98,8 @@ def prior_fit(
     t = pd.DataFrame([_fit_row(best[m], area[m], iou) for m in rows.values()], index=pd.MultiIndex.from_tuples(rows, names=['group', 'name']))
     side = (anchors[:, 2:] - anchors[:, :2]).prod(1).sqrt()
     inner = (anchors[:, :2] > 0).all(1) & (anchors[:, 2] < hw[1]) & (anchors[:, 3] < hw[0])
-    t.attrs.update(arch=arch, hw=hw, iou=iou, smallest=float((side[inner] if inner.any() else side).min()))
+    shrink = [np.sqrt(r_hw[0] / hw[0] * r_hw[1] / hw[1]) for r_hw in (r.hw or image_hw(r.file) for r in records)]
+    t.attrs.update(arch=arch, hw=hw, iou=iou, smallest=float((side[inner] if inner.any() else side).min()), shrink=float(np.median(shrink)) if shrink else 1.)
     return t
 
 # %% ../nbs/22_priors.ipynb #p017
@@ -126,9 +127,11 @@ def prior_fit_warning(
     weak = s[(s.share < low_bucket) & (s.boxes >= big_bucket * a.boxes)]
     if not a.boxes or (a.share >= low and weak.empty): return None
     name = (weak if len(weak) else s[s.boxes > 0]).share.idxmin()
-    r, arch = s.loc[name], t.attrs['arch']
+    r, arch, (h, w) = s.loc[name], t.attrs['arch'], t.attrs['hw']
+    tiles = (f"; the images are shrunk {t.attrs['shrink']:.1f}x to the input, so --slice {min(h, w)} trains on tiles at full resolution (predict with --slice too)"
+             if name == 'small' and t.attrs.get('shrink', 1) >= 1.5 else '')
     return (f"warning: {_pct(r.share)} of the {name} boxes ({r.boxes / a.boxes:.0%} of all, median {r.side:.0f} px a side) have a default box "
-            f"at IoU >= {t.attrs['iou']:g}; the smallest default boxes are {t.attrs['smallest']:.0f} px. {family_of(arch).fit_advice(arch, r.side < t.attrs['smallest'], fitted)}")
+            f"at IoU >= {t.attrs['iou']:g}; the smallest default boxes are {t.attrs['smallest']:.0f} px. {family_of(arch).fit_advice(arch, r.side < t.attrs['smallest'], fitted)}{tiles}")
 
 # %% ../nbs/22_priors.ipynb #p020
 @patch

@@ -109,7 +109,8 @@ def test_ssd_boxes_not_smaller_than_its_default_boxes_fit_better_larger():
     t64, t128 = (prior_fit(recs, 'ssdlite_mobilenetv2', s) for s in (64, 128))
     assert t128.share['all', 'all'] > t64.share['all', 'all'] + .3
     assert prior_fit_summary(t64).endswith('fit 37% of the 433 training boxes (IoU >= 0.5); small 37%, medium 40%')
-    assert prior_fit_warning(t64).endswith('a larger --size makes the grid finer (--fit-boxes fits their sizes and shapes)'), prior_fit_warning(t64)
+    assert prior_fit_warning(t64).endswith('a larger --size makes the grid finer (--fit-boxes fits their sizes and shapes); the images are shrunk 4.0x '
+                                           'to the input, so --slice 64 trains on tiles at full resolution (predict with --slice too)'), prior_fit_warning(t64)
 
 
 def test_fitted_boxes_are_the_models_and_its_files(tmp_path):
