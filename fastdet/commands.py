@@ -42,17 +42,16 @@ from .tracking import parse_trackers, tracker_callbacks
 from .thresholds import ScoreThreshold, threshold_of
 from .distrib import launch, is_rank0, from_rank0, alone
 from .deploy import RUNTIMES, predict_files, load_onnx, image_files
-from .slicing import sliced_results
 from .prediction import images_dl
 from .export import need, quantize_onnx
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'train_split', 'n_valid', 'slicing_kwargs',
-           'sliced_interpretation', 'data_summary', 'validate_every_epoch', 'SaveProgress', 'StepCap', 'CtrlC',
-           'RunLog', 'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh', 'sampling_summary',
-           'recipe_summary', 'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data', 'print_comparison',
-           'export', 'evaluate_model', 'compare_models', 'review', 'shapes_detector_file', 'shapes_detector',
+__all__ = ['run_dir', 'last_run', 'pick_device', 'to_device', 'train_dls', 'train_split', 'n_valid', 'check_slicing',
+           'slicing_kwargs', 'data_summary', 'validate_every_epoch', 'SaveProgress', 'StepCap', 'CtrlC', 'RunLog',
+           'aug_tfms', 'check_range', 'check_train_options', 'sampling_thresh', 'sampling_summary', 'recipe_summary',
+           'extend_lr', 'step_cap', 'train', 'load_model', 'predict', 'run_data', 'print_comparison', 'export',
+           'evaluate_model', 'compare_models', 'review', 'shapes_detector_file', 'shapes_detector',
            'efficientdet_shapes_detector']
 
 # %% ../nbs/38_commands.ipynb #c007
@@ -192,27 +191,24 @@ def n_valid(dls)->int:
     "Validation images: the whole ones where the loader holds their tiles (`slice`)."
     return len(getattr(dls, 'whole_valid', dls.valid_ds))
 
+def check_slicing(
+    slice:int, overlap:float, # --slice and --overlap of train, predict or eval
+):
+    "`--slice` and `--overlap` range-checked, and SAHI installed when `--slice` is given: one line each, before any work."
+    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
+    if slice is None: return
+    try: need('sahi', 'sahi', '--slice')
+    except ImportError as e: raise CLIError(str(e)) from None
+
 def slicing_kwargs(
     slice:int, overlap:float, # --slice and --overlap
     data, # --data (`None`: the built-in dataset)
 )->dict:
     "`DetDataLoaders.from_records`' slicing arguments for `fastdet train --slice`, checked before any work."
-    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
+    check_slicing(slice, overlap)
     if slice is None: return {}
     if data is None: raise CLIError("--slice needs DATA: the built-in shapes are small images, nothing to slice")
-    try: need('sahi', 'sahi', '--slice')
-    except ImportError as e: raise CLIError(str(e)) from None
     return dict(slice=int(slice), overlap=overlap)
-
-def sliced_interpretation(
-    learn, # Trained on tiles
-    dls, # Its sliced `DataLoaders` (their `whole_valid` images and `slicing`)
-    bs:int=16, # Tiles predicted together
-)->DetInterpretation:
-    "`learn` on the whole validation images, each predicted on tiles merged with the whole image (`sliced_results`): the COCO stats, and what `save_results` draws (no losses: there is no whole-image loss)."
-    print(f"evaluating the {len(dls.whole_valid)} whole validation images through sliced prediction ...")
-    with learn.no_bar(): res = sliced_results(learn, dls.whole_valid, dls.slicing['slice'], dls.slicing['overlap'], bs)
-    return DetInterpretation(learn, dls.valid, None, res, items=list(dls.whole_valid))
 
 def data_summary(dls, info:dict, verbose:bool=False)->str:
     "The block `fastdet train` prints before training: the data read, the split, and what the check repaired."
@@ -559,7 +555,10 @@ def train(
         print(f"\nfastdet train: interrupted; wrote {out/'model.pth'} (the weights so far). Continue from the last finished epoch "
               f"with: fastdet train --resume --out {out}", file=sys.stderr)
         raise
-    sliced = sliced_interpretation(learn, dls, a.bs) if has_valid and a.slice is not None else None  # whole validation images, through sliced prediction
+    sliced = None
+    if has_valid and a.slice is not None:  # the whole validation images, through sliced prediction
+        print(f"evaluating the {len(dls.whole_valid)} whole validation images through sliced prediction ...")
+        with learn.no_bar(): sliced = DetInterpretation.from_sliced(learn, dls.whole_valid, a.slice, a.overlap, dl=dls.valid, bs=a.bs)
     if has_valid:  # the last validation's F1-optimal score threshold, stored in the model file: `predict`'s default
         ev = sliced.eval if sliced else (r := learn.metrics[0]._result()) and r['eval']
         learn.score_thresh = threshold_of(ev, f"F1-optimal on the {n_valid(dls)} validation images of {out}" + (" predicted in tiles" if sliced else ''))
@@ -646,10 +645,7 @@ def predict(
 )->list:
     "Detections of `model` on image files/folders, in batches through one DataLoader: `detections.json` (COCO results, pixels of each image)."
     check_range('--score-thresh', score_thresh, 0, 1); check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True)
-    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
-    if slice is not None:
-        try: need('sahi', 'sahi', '--slice')
-        except ImportError as e: raise CLIError(str(e)) from None
+    check_slicing(slice, overlap)
     if not images: raise CLIError("give at least one image file or folder after MODEL")
     learn = load_model(model, device, unsafe_pickle, runtime)
     out = run_dir('predict', out, exist_ok=exist_ok)
@@ -789,11 +785,8 @@ def evaluate_model(
 )->dict:
     "The 12 COCO stats (and VOC mAP) of a saved model on a dataset; `stats.json` and `save_results`' plots in the run folder."
     check_range('--bs', bs, 1, 4096, whole=True); check_range('--workers', workers, 0, 256, whole=True); check_range('--procs', procs, 1, 256, whole=True)
-    check_range('--slice', slice, 16, 100_000, whole=True); check_range('--overlap', overlap, 0, .95)
-    if slice is not None:
-        if procs > 1: raise CLIError(f"--slice with --procs {procs}: sliced evaluation runs in one process")
-        try: need('sahi', 'sahi', '--slice')
-        except ImportError as e: raise CLIError(str(e)) from None
+    check_slicing(slice, overlap)
+    if slice is not None and procs > 1: raise CLIError(f"--slice with --procs {procs}: sliced evaluation runs in one process")
     if procs > 1:
         _no_device(procs, device)
         kw = {k: v for k, v in locals().items() if k in inspect.signature(evaluate_model).parameters and k != 'procs'}
@@ -807,8 +800,7 @@ def evaluate_model(
         with learn.no_bar(), alone(): interp = DetInterpretation.from_learner(learn, dl=dl)
     else:
         with learn.no_bar():  # one pass: the COCO stats and what the plots need
-            interp = (DetInterpretation.from_learner(learn, dl=dl) if slice is None else
-                      DetInterpretation(learn, dl, None, sliced_results(learn, recs, slice, overlap, bs), items=list(recs)))
+            interp = DetInterpretation.from_learner(learn, dl=dl) if slice is None else DetInterpretation.from_sliced(learn, recs, slice, overlap, dl=dl, bs=bs)
         stats = {k: float(v) for k, v in interp.stats.items()}
         iv = coco_intervals(interp.eval.matches)[0] if isinstance(interp.eval, COCOEvaluation) else {}
         if voc:  # the same pass

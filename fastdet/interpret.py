@@ -18,6 +18,7 @@ from fastai.callback.core import Callback
 from fastai.interpret import Interpretation
 from fastai.vision.data import get_grid
 from .data.records import record_image
+from .slicing import sliced_results
 from .prediction import draw_boxes
 from .metrics import COCOMetric, DetResults, coco_per_class, coco_curves, _coco_from_accum
 from .evaluation import COCOEvaluation, coco_intervals
@@ -98,6 +99,19 @@ class DetInterpretation(Interpretation):
     ):
         "The same analysis of detections made elsewhere (no learner, so no losses)."
         return cls(None, None, None, DetResults.from_records(records, detections, vocab), backend, items=list(records))
+
+    @classmethod
+    def from_sliced(cls,
+        learn, # A fastdet learner
+        records:list, # `DetRecord`s of whole images: the ground truth
+        slice:int=512, # Tile side, in pixels of the images
+        overlap:float=.2, # Share of a tile's side that it shares with the next tile
+        dl=None, # What `show_results` draws from (e.g. the tiles a sliced model validated on); `None`: nothing to draw
+        bs:int=16, # Tiles predicted together
+        backend:str='auto', # COCO evaluator, see `coco_backend`
+    ):
+        "The same analysis of `learn` on whole images, each predicted on tiles merged with the whole image (`fastdet.slicing.sliced_results`); no losses (a whole image has no loss of its tiles)."
+        return cls(learn, dl, None, sliced_results(learn, records, slice, overlap, bs), backend, items=list(records))
 
 # %% ../nbs/32_interpret.ipynb #c012
 @patch

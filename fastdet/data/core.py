@@ -121,7 +121,7 @@ class DetDataLoaders(DataLoaders):
         if not records: raise ValueError("No images to build DataLoaders from")
         if splitter is None:
             splitter = IndexSplitter(valid_idx) if valid_idx is not None else RandomSplitter(valid_pct, seed=seed)
-        train_idx = splitter(records)[0]
+        train_idx, valid_ids = splitter(records)
         if not len(train_idx):  # fastai would fail later with an IndexError
             raise ValueError(f"The split leaves no training images (all {len(records)} are in the validation set)")
         if not any(len(records[i].labels) for i in train_idx):  # (`fastdet train` refuses it; here, data to evaluate on is fine)
@@ -129,7 +129,7 @@ class DetDataLoaders(DataLoaders):
         if vocab is None: vocab = sorted({l for r in records for l in r.labels})
         if not vocab: raise ValueError("No objects in any image: nothing to learn (give `vocab` to build DataLoaders anyway)")
         if slice is not None:  # tiles of each split; the whole validation images kept for `fastdet.slicing.sliced_results`
-            whole = [records[i] for i in train_idx], [records[i] for i in splitter(records)[1]]
+            whole = [records[i] for i in train_idx], [records[i] for i in valid_ids]
             train = slice_records(whole[0], slice, overlap, min_visible, negatives, whole=True, seed=seed)
             records = train + slice_records(whole[1], slice, overlap, min_visible, negatives=None)
             splitter = IndexSplitter(list(range(len(train), len(records))))

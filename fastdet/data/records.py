@@ -35,7 +35,7 @@ class DetRecord:
     difficult:Tensor=None # `[G]` bool, VOC `difficult` flags: evaluation only
     image_id:int=None # Id in the source annotations (COCO `image_id`), when there is one
     crowd_labels:list=None # `C` class names of the crowd regions (COCO gives each a category); `None`: any class
-    tile:tuple=None # `(x0, y0, x1, y1)`: the part of `file`, in its pixels, that this record is (`fastdet.slicing.slice_records`); `None`: all of it
+    tile:tuple=None # `(x0, y0, x1, y1)`: the part of `file`, in its pixels, that this record is (`fastdet.data.tiles.slice_records`); `None`: all of it
 
     def __post_init__(self):
         self.file = Path(self.file)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import box_area
+from torchvision.ops import box_area, clip_boxes_to_image
 from .records import DetRecord, image_hw
 
 # %% auto #0
@@ -33,10 +33,9 @@ def tile_windows(
     return [tuple(t) for t in get_slice_bboxes(int(hw[0]), int(hw[1]), int(slice), int(slice), False, overlap, overlap)]
 
 def _cut(boxes:Tensor, tile)->Tensor:
-    "`boxes` (float64) clipped to `tile`."
+    "`boxes` (float64) in the pixels of `tile`, clipped to it (`torchvision.ops.clip_boxes_to_image`)."
     x0, y0, x1, y1 = tile
-    b = boxes.double()
-    return torch.stack([b[:, 0].clamp(x0, x1), b[:, 1].clamp(y0, y1), b[:, 2].clamp(x0, x1), b[:, 3].clamp(y0, y1)], 1)
+    return clip_boxes_to_image(boxes.double() - torch.tensor([x0, y0, x0, y0], dtype=torch.float64), (y1 - y0, x1 - x0))
 
 def cut_record(
     r:DetRecord, # A whole image's record
@@ -49,9 +48,8 @@ def cut_record(
     b, c = _cut(r.boxes, tile), _cut(r.crowd, tile)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]) & (box_area(b) >= min_visible * box_area(r.boxes.double()))
     ckeep = (c[:, 2] > c[:, 0]) & (c[:, 3] > c[:, 1])
-    shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float64)
     def kept(xs, k): return None if xs is None else [x for x, y in zip(xs, k.tolist()) if y]
-    return DetRecord(r.file, (b[keep] - shift).float(), kept(r.labels, keep), hw=(y1 - y0, x1 - x0), crowd=(c[ckeep] - shift).float(),
+    return DetRecord(r.file, b[keep].float(), kept(r.labels, keep), hw=(y1 - y0, x1 - x0), crowd=c[ckeep].float(),
                      difficult=r.difficult[keep], image_id=r.image_id, crowd_labels=kept(r.crowd_labels, ckeep), tile=tuple(int(v) for v in tile))
 
 def slice_records(
